@@ -51,7 +51,7 @@ class MarkovChannel:
         self.history = np.repeat(self.state[..., None], self.depth, axis=-1)
 
     def refresh(self, rng: np.random.Generator, joined: np.ndarray, t: int) -> None:
-        """Give the slots in ``joined`` (B, I_max) a fresh channel whose CSI history is that state."""
+        """Give the slots in ``joined`` (B, I_max) a fresh channel and CSI history."""
         fresh = np.searchsorted(self._initial_cumulative, rng.random(joined.shape), side="right")
         self.state = np.where(joined, fresh, self.state)
         self.dwell_ms = np.where(joined, self._draw_dwell(rng, joined.shape), self.dwell_ms)

@@ -18,7 +18,7 @@ CHANNEL_STATES = ("poor", "medium", "good")
 
 
 class ConfigError(ValueError):
-    """An invalid configuration value: the message names the field, the value and what is allowed."""
+    """An invalid configuration value; the message names the field, the value, what is allowed."""
 
 
 def _fail(owner: str, name: str, value: Any, allowed: str) -> None:
@@ -30,7 +30,8 @@ def _int_at_least(owner: str, name: str, value: Any, low: int) -> None:
         _fail(owner, name, value, f"an integer >= {low}")
 
 
-def _real_in(owner: str, name: str, value: Any, low: float, high: float, *, high_open=False) -> None:
+def _real_in(owner: str, name: str, value: Any, low: float, high: float, *,
+             high_open: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and low <= value and (value < high if high_open else value <= high)
     if not ok:
@@ -64,7 +65,7 @@ class CellConfig:
     buffer_dpdus: int = 100
     """Q: FIFO capacity in dPDUs; arrivals beyond it are dropped (assumed)."""
     tbler: float = 0.01
-    """Residual transport-block erasure probability of a collision-free RBG, in [0, 1) (assumed)."""
+    """Residual erasure probability of a collision-free RBG, in [0, 1) (assumed)."""
     ucm_levels: int = 4
     """K: size of the uplink control message alphabet (assumed)."""
     ue_counts: tuple[int, ...] = (3, 4, 5)
@@ -190,7 +191,7 @@ class ChannelConfig:
             _fail(o, "initial", self.initial, "'stationary' or 'uniform'")
 
     def transition_matrix(self) -> list[list[float]]:
-        """Row-stochastic 3x3 matrix: stay with ``stay_prob``, neighbours share the rest (eq. 46)."""
+        """3x3 DTMC matrix: stay with ``stay_prob``, neighbours share the rest (eq. 46)."""
         s, r = self.stay_prob, 1.0 - self.stay_prob
         return [[s, r, 0.0], [r / 2, s, r / 2], [0.0, r, s]]
 

@@ -1,9 +1,9 @@
 """The multi-follower Stackelberg game over the simulator (SPEC §2 steps 3-7).
 
-Each TTI the leader (BS) sees :class:`LeaderObs` and emits a DCM ``(B, N)``: entry n names the
-active UE (1-based rank among the active slots, 0 = nobody) that RBG n is intended for. Each follower
-(UE) then sees :class:`FollowerObs`, including its own intended bits d_i,t, and answers with a bitmap
-``(B, I_max, N)`` and a UCM ``(B, I_max)`` in 0..K-1 that the BS reads at t+1.
+Each TTI the leader (BS) sees :class:`LeaderObs` and emits a DCM ``(B, N)``: entry n names
+the active UE (1-based rank among the active slots, 0 = nobody) that RBG n is intended for.
+Each follower (UE) then sees :class:`FollowerObs`, including its own intended bits d_i,t, and
+answers with a bitmap ``(B, I_max, N)`` and a UCM ``(B, I_max)`` in 0..K-1 that the BS reads at t+1.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The numeric uplink cell (SPEC §2): the order of events of one TTI, vectorised over B environments.
+"""The numeric uplink cell (SPEC §2): the order of events of a TTI, vectorised over B envs.
 
-``reset(seed)`` opens TTI 0 (arrivals and channel). ``step(bitmap)`` executes transmission (eq. 1),
-collisions, TBLER erasures and ARQ delivery for the open TTI, applies churn, then opens the next TTI.
+``reset(seed)`` opens TTI 0 (arrivals and channel). ``step(bitmap)`` executes transmission
+(eq. 1), collisions, TBLER erasures and ARQ delivery for the open TTI, applies churn, then opens
+the next TTI.
 Decisions (DCM, bitmaps, UCMs) and utilities live one level up, in :mod:`textgame.game`.
 All episodes of a batch run in lock step: every environment is done after ``T`` TTIs.
 """

@@ -8,7 +8,7 @@ from textgame.config import TRAFFIC_MODELS, TrafficConfig
 
 
 class TrafficModel:
-    """Arrivals of dPDUs per UE slot; the model and Bernoulli rate of slot i are assigned cyclically.
+    """dPDU arrivals per UE slot; the model and Bernoulli rate of slot i are assigned cyclically.
 
     The phase of each periodic or bursty UE (``offset_i``) is drawn uniformly at every episode reset
     and when a UE joins, so that UEs do not all fire in the same TTI.
