@@ -178,8 +178,8 @@ class ChannelConfig:
         se = self.spectral_efficiency
         if (not isinstance(se, Sequence) or len(se) != 3
                 or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0
-                       for x in se)):
-            _fail(o, "spectral_efficiency", se, "three numbers > 0 (poor, medium, good)")
+                       or not math.isfinite(x) for x in se)):
+            _fail(o, "spectral_efficiency", se, "three finite numbers > 0 (poor, medium, good)")
         object.__setattr__(self, "spectral_efficiency", tuple(float(x) for x in se))
         _positive(o, "dwell_min_ms", self.dwell_min_ms)
         _positive(o, "dwell_max_ms", self.dwell_max_ms)
@@ -222,6 +222,13 @@ class ScenarioConfig:
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
 
+    def __post_init__(self) -> None:
+        smallest = int(self.cell.rbg_resource_elements * min(self.channel.spectral_efficiency))
+        if smallest < 1:  # eq. 1 must give every RBG at least one bit
+            _fail("ChannelConfig", "spectral_efficiency", self.channel.spectral_efficiency,
+                  f"values for which floor({self.cell.rbg_resource_elements} * eta) >= 1 bit "
+                  "(the RBG capacity of eq. 1)")
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ScenarioConfig:
         """Build from nested mappings, e.g. a YAML file's ``scenario:`` section."""
@@ -235,7 +242,7 @@ class ScenarioConfig:
             sub = data.get(name) or {}
             if not isinstance(sub, Mapping):
                 _fail("ScenarioConfig", name, sub, "a mapping of field names to values")
-            kwargs[name] = replace_checked(factory(), **sub)
+            kwargs[name] = replace_checked(factory(), **sub)  # fresh: derived fields re-derive
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -245,11 +252,15 @@ class ScenarioConfig:
 def replace_checked(config: Any, **changes: Any) -> Any:
     """``dataclasses.replace`` that names an unknown field instead of raising a bare TypeError.
 
-    Lists are turned into tuples so YAML sequences fit the tuple-typed fields.
+    Lists are turned into tuples so YAML sequences fit the tuple-typed fields. A ``CellConfig``
+    whose ``max_ues`` tracked ``max(ue_counts)`` re-derives it when ``ue_counts`` changes.
     """
     names = {f.name for f in dataclasses.fields(config)}
     for key, value in changes.items():
         if key not in names:
             _fail(type(config).__name__, key, value, f"one of the fields {sorted(names)}")
     changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+    if (isinstance(config, CellConfig) and "ue_counts" in changes and "max_ues" not in changes
+            and config.max_ues == max(config.ue_counts)):
+        changes["max_ues"] = None
     return dataclasses.replace(config, **changes)

@@ -143,9 +143,11 @@ class StackelbergGame:
         if ucm.shape != (self.n_envs, self.max_ues):
             raise ValueError(f"ucm has shape {ucm.shape}; expected {(self.n_envs, self.max_ues)}")
         active = self.sim.active.copy()
-        if ((ucm < 0) | (ucm >= self.ucm_levels))[active].any():
-            raise ValueError(f"ucm values {np.unique(ucm[active]).tolist()} are invalid; allowed: "
-                             f"0 to {self.ucm_levels - 1} (K = {self.ucm_levels})")
+        bad = ((ucm < 0) | (ucm >= self.ucm_levels)) & active
+        if bad.any():
+            b, i = np.argwhere(bad)[0]
+            raise ValueError(f"ucm[{b}, {i}] = {ucm[b, i]} is invalid; allowed: 0 to "
+                             f"{self.ucm_levels - 1} (K = {self.ucm_levels})")
         report = self.sim.step(bitmap)
         bitmap = report.transmitted
         ucm = np.where(active, ucm, 0).astype(np.int64)
@@ -159,8 +161,9 @@ class StackelbergGame:
             reward)
         served = self._served.copy()
         # what the BS learns for t+1: UCMs, per-RBG outcomes and buffer status reports
-        self._ucm, self._outcome, self._feedback = ucm, report.rbg_outcome, report.feedback
-        self._queue_report = report.buffer_dpdus
+        # copies: the caller owns the returned step, the game owns its state
+        self._ucm, self._outcome = ucm.copy(), report.rbg_outcome.copy()
+        self._feedback, self._queue_report = report.feedback.copy(), report.buffer_dpdus.copy()
         if report.joined.any():  # a joining UE starts afresh
             for array in (self._ucm, self._served, self._queue_report):
                 array[report.joined] = 0

@@ -105,6 +105,10 @@ class UplinkSimulator:
         expected = (self.n_envs, self.max_ues, self.n_rbgs)
         if bitmap.shape != expected:
             raise ValueError(f"bitmap has shape {bitmap.shape}; expected {expected} (B, I_max, N)")
+        if bitmap.dtype != bool and ((bitmap != 0) & (bitmap != 1)).any():
+            b, i, n = np.argwhere((bitmap != 0) & (bitmap != 1))[0]
+            raise ValueError(
+                f"bitmap[{b}, {i}, {n}] = {bitmap[b, i, n]} is invalid; allowed: 0 or 1")
         tx = bitmap.astype(bool) & self.active[..., None]  # (B, I_max, N)
         senders = tx.sum(axis=1)  # (B, N)
         erased = self.rng.random(senders.shape) < self.cell.tbler  # (B, N)
