@@ -66,6 +66,20 @@ class EpisodeKPIs:
         # latency histogram: a dPDU can wait at most T - 1 TTIs within an episode
         self.latency_hist = np.zeros((b, self.cell.episode_ttis), dtype=np.int64)
 
+    def state_dict(self) -> dict:
+        """The running totals, for an exact resume mid-episode."""
+        return {"ttis": self.ttis, "delivered": self.delivered.copy(),
+                "ever_active": self.ever_active.copy(),
+                "active_ue_ttis": self.active_ue_ttis.copy(),
+                "counts": {k: v.copy() for k, v in self.counts.items()},
+                "buffer_max": self.buffer_max.copy(), "latency_hist": self.latency_hist.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ttis = int(state["ttis"])
+        for k in ("delivered", "ever_active", "active_ue_ttis", "buffer_max", "latency_hist"):
+            setattr(self, k, np.array(state[k], copy=True))
+        self.counts = {k: np.array(v, copy=True) for k, v in state["counts"].items()}
+
     def update(self, step: GameStep) -> None:
         r, c = step.report, self.counts
         active = r.active
