@@ -10,10 +10,16 @@ POOR, MEDIUM, GOOD = 0, 1, 2
 
 
 def stationary_distribution(matrix: np.ndarray) -> np.ndarray:
-    """Left eigenvector of a row-stochastic matrix for eigenvalue 1, normalised to sum 1."""
-    values, vectors = np.linalg.eig(matrix.T)
-    pi = np.real(vectors[:, np.argmin(np.abs(values - 1.0))])
-    return pi / pi.sum()
+    """A law pi with pi P = pi and sum(pi) = 1, by least squares.
+
+    Exact and unique for an irreducible chain (periodic ones included); where it is not unique
+    (stay_prob = 1: every law is stationary) the minimum-norm solution, the uniform law.
+    """
+    n = len(matrix)
+    system = np.vstack([matrix.T - np.eye(n), np.ones((1, n))])
+    target = np.concatenate([np.zeros(n), [1.0]])
+    pi = np.linalg.lstsq(system, target, rcond=None)[0]
+    return np.clip(pi, 0.0, None) / np.clip(pi, 0.0, None).sum()
 
 
 class MarkovChannel:

@@ -141,11 +141,15 @@ class UplinkSimulator:
         return report
 
     def _churn(self) -> tuple[np.ndarray, np.ndarray]:
-        """SPEC §2 step 8: slots join and leave; a leaving UE's buffer is lost. Keeps >= 1 UE."""
+        """SPEC §2 step 8: slots join and leave; a leaving UE's buffer is lost.
+
+        A cell is never emptied: where every UE would leave and none join, the lowest active
+        slot stays.
+        """
         leave = self.active & (self.rng.random(self.active.shape) < self.cell.leave_prob)
         join = ~self.active & (self.rng.random(self.active.shape) < self.cell.join_prob)
-        emptied = (self.active & ~leave).sum(axis=1) + join.sum(axis=1) == 0
-        leave[emptied] = False
+        emptied = np.flatnonzero((self.active & ~leave).sum(axis=1) + join.sum(axis=1) == 0)
+        leave[emptied, self.active[emptied].argmax(axis=1)] = False
         departed = self.buffers.clear(leave)
         self.active = (self.active & ~leave) | join
         if join.any():
