@@ -1,0 +1,121 @@
+"""A tiny offline causal LM for tests, benchmarks and the smoke recipe (SPEC §7).
+
+:func:`build_tiny_model` trains a byte-level BPE tokenizer on prompts and actions of the text game
+(heuristic policies playing :class:`textgame.text_env.TextStackelbergEnv`), builds a randomly
+initialised Llama-architecture model over it and saves both into ``cache_dir``; later calls load
+them from there with ``from_pretrained`` - the same code path as a real checkpoint. Nothing is
+downloaded. ``split_digits=True`` splits numbers into single digits (SPEC §7); ``False`` lets BPE
+merge them, so "10", "12" and whole bitmaps become single tokens (the tokenizer-agnostic case).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textgame.config import CellConfig, ScenarioConfig, replace_checked
+from textgame.policies import make_leader
+from textgame.prompts import TextConfig
+from textgame.text_env import TextStackelbergEnv
+
+SPECIAL_TOKENS = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
+                  "unk_token": "<unk>"}
+_ROW_MULTIPLE = 64  # model output rows are padded like real checkpoints' embeddings
+
+
+def game_corpus(seed: int = 0, ttis: int = 3) -> list[str]:
+    """Prompt + action texts of the text game for I in 1..12 and N in 1..8 (deterministic)."""
+    rng = np.random.default_rng(seed)
+    texts = []
+    for k, n_ues in enumerate(range(1, 13)):
+        for n_rbgs in (1 + k % 8, 8 - k % 4):
+            cell = replace_checked(CellConfig(), n_rbgs=n_rbgs, ue_counts=(n_ues,),
+                                   episode_ttis=ttis)
+            env = TextStackelbergEnv(ScenarioConfig(cell=cell), n_envs=2,
+                                     config=TextConfig(history_ttis=k % 2))
+            leader = make_leader(("random", "round_robin", "max_weight")[k % 3], cell)
+            leader.reset(2, cell.max_ues, n_rbgs, rng)
+            prompts = env.reset(int(rng.integers(2**31)))
+            while prompts is not None:
+                dcm = leader.act(env.game.leader_obs())
+                actions = env.leader_texts(dcm)
+                texts += [p + a for p, a in zip(prompts, actions, strict=True)]
+                followers = env.step_leader(actions)
+                obedient = env.game.intended_bits(dcm)  # (B, I_max, N)
+                noise = rng.random(obedient.shape) < 0.2
+                ucm = rng.integers(0, cell.ucm_levels, obedient.shape[:2])
+                actions = env.follower_texts(obedient ^ noise, ucm)
+                texts += [p + a for p, a in zip(followers, actions, strict=True)]
+                prompts = env.step_followers(actions).leader_prompts
+    return texts
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, split_digits: bool):
+    """Byte-level BPE with <bos> prepended, wrapped as a ``PreTrainedTokenizerFast``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits
+        else byte_level)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<pad>", "<unk>", "<bos>", "<eos>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+def build_tiny_model(cache_dir: str | os.PathLike, *, vocab_size: int = 1000,
+                     hidden_size: int = 64, layers: int = 2, heads: int = 4, seed: int = 0,
+                     split_digits: bool = True):
+    """``(model, tokenizer)``: a random Llama over a game-trained tokenizer, cached on disk.
+
+    The model has len(tokenizer) rounded up to a multiple of 64 output rows, at least one more
+    than the tokenizer, so padding rows exist as in real checkpoints. Same arguments, same
+    files: the corpus, the BPE merges and the weights depend only on ``seed``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    for name, value, low in (("vocab_size", vocab_size, 300), ("hidden_size", hidden_size, 8),
+                             ("layers", layers, 1), ("heads", heads, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} = {value!r} is invalid; allowed: an integer >= {low}")
+    if hidden_size % heads:
+        raise ValueError(f"hidden_size = {hidden_size} is invalid; allowed: a multiple of "
+                         f"heads = {heads}")
+    name = (f"tiny-llama-v{vocab_size}-h{hidden_size}-l{layers}-a{heads}-s{seed}-"
+            f"{'split' if split_digits else 'merged'}-digits")
+    path = Path(cache_dir) / name
+    if not (path / "config.json").is_file():
+        tokenizer = train_tokenizer(game_corpus(seed), vocab_size, split_digits)
+        rows = (len(tokenizer) // _ROW_MULTIPLE + 1) * _ROW_MULTIPLE
+        config = LlamaConfig(
+            vocab_size=rows, hidden_size=hidden_size, intermediate_size=4 * hidden_size,
+            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+            max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
+            torch.manual_seed(seed)
+            model = LlamaForCausalLM(config)
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))
+        tokenizer.save_pretrained(staging)
+        model.save_pretrained(staging)
+        try:
+            staging.rename(path)  # atomic: a reader sees all files or none
+        except OSError:  # another process finished first; its files are identical
+            shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model.eval(), tokenizer
