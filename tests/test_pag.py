@@ -18,9 +18,9 @@ from textgame.parsing import (
     read_follower,
 )
 from textgame.text_env import TextStackelbergEnv
+from trainers.encoding import encode_prompts
 from trainers.pag import (
     compile_action_grammar,
-    encode_prompts,
     masked_logits,
     replay_masks,
     sample_constrained,
@@ -322,3 +322,23 @@ def test_sampling_rejects_a_model_with_other_output_rows(tiny):
     grammars = grammars_for(tokenizer, "leader", "regex", len(tokenizer), [(3, 4)])
     with pytest.raises(ValueError, match="compiled for vocab_size"):
         sample(model, tokenizer, grammars, 0, "leader")
+
+
+def test_llguidance_prefix_trie_stays_exact_when_it_is_cleared(tiny):
+    """The llguidance program caches masks per token prefix; clearing it past max_nodes must
+    not change a single mask (checked against the regex backend's DFA)."""
+    model, tokenizer = tiny
+    vocab_size = model.config.vocab_size
+    grammars = grammars_for(tokenizer, "leader", "llguidance", vocab_size)
+    for program in {g.program for g in grammars}:
+        program.clear()
+        program.max_nodes = 5
+    others = grammars_for(tokenizer, "leader", "regex", vocab_size)
+    try:
+        for seed in range(3):  # each start_states clears the grown tries; sampling regrows them
+            _, _, out = sample(model, tokenizer, grammars, seed, "leader", return_masks=True)
+            assert torch.equal(replay_masks(others, out.tokens, out.lengths), out.masks)
+            assert torch.equal(replay_masks(grammars, out.tokens, out.lengths), out.masks)
+    finally:
+        for program in {g.program for g in grammars}:
+            program.max_nodes = 50_000

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from grammars import max_action_chars, render_grammar, render_regex
@@ -154,31 +153,6 @@ class ActionSample:
     action_logprob: torch.Tensor  # (B,) eq. 12: sum of logprobs
     texts: list[str]  # action texts without EOS
     masks: torch.Tensor | None = None  # (B, T, V) bool, only with return_masks=True
-
-
-def encode_prompts(tokenizer, prompts: Sequence[str],
-                   device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ``(input_ids, attention_mask)`` (B, P) with the tokenizer's special tokens.
-
-    Encodes with the Rust backend directly (half the time of ``tokenizer(...)``) unless padding
-    or truncation is switched on there; the tokenizer is not modified.
-    """
-    if isinstance(prompts, str):
-        raise ValueError("prompts is a single str; allowed: a sequence of prompt texts")
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and backend.padding is None and backend.truncation is None:
-        ids = [e.ids for e in backend.encode_batch_fast(list(prompts), add_special_tokens=True)]
-    else:
-        ids = tokenizer(list(prompts), padding=False, truncation=False)["input_ids"]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    width = max(len(row) for row in ids)
-    input_ids = np.full((len(ids), width), pad, dtype=np.int64)  # (B, P)
-    attention_mask = np.zeros((len(ids), width), dtype=np.int64)  # (B, P)
-    for b, row in enumerate(ids):
-        input_ids[b, width - len(row):] = row
-        attention_mask[b, width - len(row):] = 1
-    device = device or "cpu"
-    return torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device)
 
 
 @contextmanager
