@@ -1,0 +1,186 @@
+"""``StackelbergPPOConfig``: every hyperparameter of the Stackelberg PPO trainer (SPEC §6).
+
+The model side (checkpoint, dtype, LoRA rank and targets, 4-bit quantisation) is TRL's
+``ModelConfig``; this dataclass holds the game, the rollout, PPO per role, seeding, checkpoints
+and logging. Field metadata carry the help strings that ``TrlParser``/``HfArgumentParser`` print;
+defaults are SPEC's, those marked *assumed* are ours where the paper gives no number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from textgame.config import ConfigError, ScenarioConfig
+from textgame.prompts import TextConfig
+
+ROLES = ("leader", "follower")
+PAG_BACKENDS = ("llguidance", "regex", "none")
+
+
+def _help(text: str, **kwargs) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"StackelbergPPOConfig.{name} = {value!r} is invalid; allowed: {allowed}")
+
+
+@dataclass
+class StackelbergPPOConfig:
+    # ------------------------------------------------------------------ game and text layer
+    scenario: dict | str | None = _help(
+        "The cell (SPEC §2) as a mapping (YAML) or a JSON string with sections cell, traffic, "
+        "channel, reward; None = SPEC defaults (train I ~ U{3, 4, 5}, N = 4, T = 50).",
+        default=None)
+    history_ttis: int = _help("k: TTIs of history in every prompt (SPEC §4).", default=0)
+    use_chat_template: bool = _help(
+        "Render prompts with the tokenizer's chat template when it has one.", default=True)
+    pag_backend: str = _help(
+        "PAG masking (SPEC §5): 'llguidance' (CFG, default), 'regex' (outlines_core DFA) or "
+        "'none' (free generation, lenient parsing: the ablation).", default="llguidance")
+
+    # ---------------------------------------------------------------------------- rollout
+    n_envs: int = _help("B: environments simulated in lock step per process.", default=8)
+    episodes_per_epoch: int = _help(
+        "E: episodes collected per epoch and process (a multiple of n_envs).", default=8)
+    total_epochs: int = _help("Training epochs (paper Fig. 5 converges by ~1250).", default=1500)
+    temperature_start: float = _help("Sampling temperature at epoch 0 (SPEC §6).", default=1.0)
+    temperature_end: float = _help(
+        "Sampling temperature at the last epoch; decays linearly from temperature_start.",
+        default=0.3)
+
+    # --------------------------------------------------------------------- PPO (both roles)
+    gamma: float = _help("Discount factor of both roles' returns (eqs. 4, 6).", default=0.99)
+    gae_lambda: float = _help("lambda of GAE over TTIs (eq. 8).", default=0.95)
+    clip_range: float = _help("epsilon of the clipped surrogate (eq. 10).", default=0.2)
+    value_clip_range: float = _help("Clip range of the clipped value loss.", default=0.2)
+    vf_coef: float = _help("Weight of the value loss.", default=0.5)
+    ent_coef: float = _help("Weight of the masked-distribution entropy bonus.", default=0.01)
+    kl_coef: float = _help(
+        "beta: weight of the KL penalty to the reference (base, adapters off).", default=0.02)
+    max_grad_norm: float = _help("Gradient clipping (global norm) per role.", default=1.0)
+    minibatch_size: int = _help("Decisions per PPO minibatch (per process).", default=64)
+    normalize_advantages: bool = _help("Normalise advantages per minibatch.", default=True)
+    weight_decay: float = _help("AdamW weight decay.", default=0.0)
+    warmup_epochs: int = _help("Linear LR warm-up epochs before the cosine decay.", default=0)
+
+    # ---------------------------------------------------------- two-timescale, per role
+    leader_learning_rate: float = _help(
+        "AdamW LR of the leader adapter and value head; slower than the followers' "
+        "(two-timescale Stackelberg learning, Thm. 2; assumed).", default=2e-5)
+    follower_learning_rate: float = _help(
+        "AdamW LR of the follower adapter and value head (assumed).", default=5e-5)
+    leader_ppo_epochs: int = _help("K for the leader: PPO passes over each batch.", default=2)
+    follower_ppo_epochs: int = _help("K for the followers: PPO passes per batch.", default=4)
+    value_head_hidden: int = _help("Hidden width of the 3-layer ReLU value heads.", default=256)
+
+    # ------------------------------------------------------------------- expert seeding
+    expert_seeding: bool = _help(
+        "Warm-start each adapter with TRL's SFTTrainer on expert prompt/completion pairs "
+        "(paper §IV) before PPO.", default=False)
+    expert_leader: str = _help("Expert leader: 'max_weight' or 'round_robin'.",
+                               default="max_weight")
+    expert_episodes: int = _help("Episodes of expert play in the seeding dataset.", default=64)
+    expert_sft_epochs: float = _help("SFT epochs over the expert dataset.", default=1.0)
+    expert_learning_rate: float = _help("SFT learning rate.", default=1e-4)
+
+    # ------------------------------------------------------------- evaluation, logging
+    eval_every: int = _help("Evaluate every this many epochs (0 = only at the end).", default=50)
+    eval_episodes: int = _help("Episodes per evaluation (greedy decoding under PAG).",
+                               default=32)
+    log_every: int = _help("Write metrics every this many epochs.", default=1)
+    report_to: list[str] = _help(
+        "accelerate trackers ('tensorboard', ...); empty = JSONL/CSV only.",
+        default_factory=list)
+
+    # ------------------------------------------------------------- run, checkpoints, hub
+    output_dir: str = _help("Run directory: checkpoints, metrics, final adapters.",
+                            default="runs/stackelberg-ppo")
+    save_every: int = _help("Checkpoint every this many epochs (0 = only at the end).",
+                            default=10)
+    save_total_limit: int = _help("Checkpoints kept (oldest deleted first).", default=2)
+    resume: bool = _help("Resume from the last checkpoint in output_dir if there is one.",
+                         default=True)
+    seed: int = _help("Seed of environments, sampling and initialisation.", default=0)
+    mixed_precision: str = _help("accelerate mixed precision: 'no', 'fp16' or 'bf16'.",
+                                 default="no")
+    gradient_accumulation_steps: int = _help("Minibatches per optimizer step.", default=1)
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass.",
+                                         default=False)
+    push_to_hub: bool = _help("Push the final adapters to the Hub.", default=False)
+    hub_model_id: str | None = _help("Hub repository id, e.g. 'user/agentic-mac-llama1b'.",
+                                     default=None)
+    hub_private: bool = _help("Create the Hub repository as private.", default=True)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scenario, str):
+            try:
+                self.scenario = json.loads(self.scenario)
+            except json.JSONDecodeError as error:
+                _fail("scenario", self.scenario, f"a mapping or a JSON object ({error})")
+        if self.scenario is not None and not isinstance(self.scenario, dict):
+            _fail("scenario", self.scenario, "None, a mapping or a JSON object")
+        self.scenario_config()  # validates every section and field
+        self.text_config()
+        if self.pag_backend not in PAG_BACKENDS:
+            _fail("pag_backend", self.pag_backend, f"one of {list(PAG_BACKENDS)}")
+        if self.expert_leader not in ("max_weight", "round_robin"):
+            _fail("expert_leader", self.expert_leader, "'max_weight' or 'round_robin'")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            _fail("mixed_precision", self.mixed_precision, "'no', 'fp16' or 'bf16'")
+        for name in ("n_envs", "episodes_per_epoch", "total_epochs", "minibatch_size",
+                     "leader_ppo_epochs", "follower_ppo_epochs", "value_head_hidden",
+                     "expert_episodes", "eval_episodes", "log_every", "save_total_limit",
+                     "gradient_accumulation_steps"):
+            self._integer(name, 1)
+        for name in ("history_ttis", "warmup_epochs", "eval_every", "save_every"):
+            self._integer(name, 0)
+        if self.episodes_per_epoch % self.n_envs:
+            _fail("episodes_per_epoch", self.episodes_per_epoch,
+                  f"a multiple of n_envs ({self.n_envs})")
+        for name in ("gamma", "gae_lambda"):
+            self._real(name, 0.0, 1.0)
+        for name in ("clip_range", "value_clip_range"):
+            self._real(name, 0.0, math.inf, low_open=True)
+        for name in ("vf_coef", "ent_coef", "kl_coef", "weight_decay"):
+            self._real(name, 0.0, math.inf)
+        for name in ("temperature_start", "temperature_end", "max_grad_norm",
+                     "leader_learning_rate", "follower_learning_rate", "expert_learning_rate",
+                     "expert_sft_epochs"):
+            self._real(name, 0.0, math.inf, low_open=True)
+        if self.push_to_hub and not self.hub_model_id:
+            _fail("hub_model_id", self.hub_model_id, "a repository id when push_to_hub is set")
+
+    def _integer(self, name: str, low: int) -> None:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            _fail(name, value, f"an integer >= {low}")
+
+    def _real(self, name: str, low: float, high: float, low_open: bool = False) -> None:
+        value = getattr(self, name)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and (value > low if low_open else value >= low)
+        if not (ok and value <= high):
+            _fail(name, value, f"a number in {'(' if low_open else '['}{low}, {high}]")
+
+    # ------------------------------------------------------------------------- derived
+    def scenario_config(self) -> ScenarioConfig:
+        return ScenarioConfig.from_dict(self.scenario)
+
+    def text_config(self) -> TextConfig:
+        return TextConfig(history_ttis=self.history_ttis)
+
+    def temperature(self, epoch: int) -> float:
+        """Linear decay from temperature_start (epoch 0) to temperature_end (last epoch)."""
+        progress = min(epoch / max(self.total_epochs - 1, 1), 1.0)
+        return self.temperature_start + (self.temperature_end - self.temperature_start) * progress
+
+    def learning_rate(self, role: str) -> float:
+        return {"leader": self.leader_learning_rate,
+                "follower": self.follower_learning_rate}[role]
+
+    def ppo_epochs(self, role: str) -> int:
+        return {"leader": self.leader_ppo_epochs, "follower": self.follower_ppo_epochs}[role]
