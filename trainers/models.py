@@ -1,0 +1,373 @@
+"""The policy model (SPEC §6): one base LM, LoRA adapters ``leader`` and ``follower``, value heads.
+
+:func:`load_base_model` loads the base from TRL's ``ModelConfig`` (bf16/fp32, or 4-bit NF4 =
+QLoRA). :class:`StackelbergPolicy` wraps it with PEFT and one fp32 value head per role, read off
+the final hidden state of the last prompt token. Rollout calls :meth:`~StackelbergPolicy.
+generate_actions` (PAG-constrained sampling + the prompts' values); PPO calls
+:meth:`~StackelbergPolicy.forward_actions` (log-prob logits of recorded actions + values) and
+:meth:`~StackelbergPolicy.reference_logits` (the KL reference: the base with adapters off).
+
+Roles. Exactly one adapter is active at a time (PEFT ``set_adapter``). Both adapters' LoRA
+parameters always keep ``requires_grad=True``; a role is isolated because (a) only the active
+adapter and that role's head take part in a forward, so the other role's parameters get no
+gradient, and (b) each role's optimizer holds :meth:`~StackelbergPolicy.role_parameters` of that
+role only. With gradient checkpointing the backward pass re-runs the forward with the adapter
+active *then*, so ``forward_actions`` leaves its role active, and a backward pass after a switch
+raises instead of silently mixing adapters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel
+from trl import ModelConfig, get_peft_config, get_quantization_config
+
+from trainers.config import ROLES, StackelbergPPOConfig
+from trainers.pag import ActionGrammar, ActionSample, sample_constrained
+
+VALUE_HEADS = "value_heads.safetensors"
+VALUE_HEADS_CONFIG = "value_heads.json"
+_DTYPES = ("auto", "bfloat16", "float16", "float32")
+_CHECKPOINTING = {"use_reentrant": False}  # frozen embeddings: no input-grad hook needed
+
+
+# ------------------------------------------------------------------------------ base model
+def _torch_dtype(value):
+    if value is None or value == "auto" or isinstance(value, torch.dtype):
+        return value
+    if value in _DTYPES:
+        return getattr(torch, value)
+    raise ValueError(f"ModelConfig.dtype = {value!r} is invalid; allowed: one of {list(_DTYPES)}")
+
+
+def kbit_device_map() -> dict[str, str]:
+    """Whole quantised model on this process's device (TRL 1.16 no longer has a helper)."""
+    from accelerate import PartialState
+
+    return {"": str(PartialState().device)}
+
+
+def load_base_model(model_config: ModelConfig, *, gradient_checkpointing: bool = False,
+                    device_map=None) -> PreTrainedModel:
+    """The base ``AutoModelForCausalLM`` of ``model_config`` (a local directory or a Hub id).
+
+    ``load_in_4bit``/``load_in_8bit`` quantise with bitsandbytes (TRL's
+    ``get_quantization_config``), place the model with :func:`kbit_device_map` unless
+    ``device_map`` is given, and prepare it for k-bit training (norms in fp32, base frozen).
+    Unquantised bases load on the CPU (``device_map=None``) for accelerate to place.
+    """
+    if not model_config.model_name_or_path:
+        raise ValueError("ModelConfig.model_name_or_path is empty; allowed: a local model "
+                         "directory or a Hub model id")
+    quantization = get_quantization_config(model_config)
+    if quantization is not None and device_map is None:
+        device_map = kbit_device_map()
+    model = AutoModelForCausalLM.from_pretrained(
+        model_config.model_name_or_path, revision=model_config.model_revision,
+        dtype=_torch_dtype(model_config.dtype),
+        attn_implementation=model_config.attn_implementation,
+        quantization_config=quantization, device_map=device_map,
+        trust_remote_code=getattr(model_config, "trust_remote_code", False))
+    if quantization is not None:
+        return prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs=_CHECKPOINTING)
+    if gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=_CHECKPOINTING)
+    return model
+
+
+def lora_config(model_config: ModelConfig) -> LoraConfig:
+    """TRL's ``get_peft_config``; the policy always has adapters, whatever ``use_peft`` says."""
+    if model_config.lora_task_type != "CAUSAL_LM":
+        raise ValueError(f"ModelConfig.lora_task_type = {model_config.lora_task_type!r} is "
+                         "invalid; allowed: 'CAUSAL_LM'")
+    return get_peft_config(dataclasses.replace(model_config, use_peft=True))
+
+
+# ----------------------------------------------------------------------------- value heads
+def value_head(hidden_size: int, width: int) -> nn.Sequential:
+    """3-layer ReLU MLP hidden -> width -> width -> 1, fp32 (SPEC §6)."""
+    return nn.Sequential(nn.Linear(hidden_size, width), nn.ReLU(), nn.Linear(width, width),
+                         nn.ReLU(), nn.Linear(width, 1)).float()
+
+
+@contextmanager
+def _seeded(seed: int):
+    """Adapter and head initialisation from ``seed`` without touching the global CPU/CUDA RNGs."""
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
+
+
+@contextmanager
+def _last_prompt_hidden(decoder: nn.Module, index: int):
+    """Yields a list that receives the decoder's final hidden state (B, H) at ``index``.
+
+    A forward hook on the decoder (the backbone under ``lm_head``) keeps one position of the
+    first call only (the prefill when sampling), so no path materialises every layer's states.
+    """
+    captured: list[torch.Tensor] = []
+
+    def hook(module, args, output):
+        if not captured:
+            captured.append(output[0][:, index])
+
+    handle = decoder.register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def _adapter_of(name: str) -> str | None:
+    """The role that owns parameter ``name`` of the PEFT model, or None for a base parameter."""
+    parts = name.split(".")
+    if any(p.startswith("lora_") or p == "modules_to_save" for p in parts):
+        return next((p for p in parts if p in ROLES), None)
+    return None
+
+
+def _policy_dir(path_or_repo_id: str | os.PathLike, revision: str | None,
+                token: str | None) -> Path:
+    path = Path(path_or_repo_id).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download  # the only call that touches the network
+
+    return Path(snapshot_download(str(path_or_repo_id), revision=revision, token=token,
+                                  allow_patterns=[f"{r}/*" for r in ROLES] + ["value_heads.*"]))
+
+
+# ------------------------------------------------------------------------------ the policy
+class StackelbergPolicy(nn.Module):
+    """One base model, LoRA adapters ``leader``/``follower`` and an fp32 value head per role.
+
+    ``base_model`` is modified in place (PEFT injects the LoRA layers). Both adapters start as
+    LoRA init (B = 0), so at init each role's policy is the base model. ``seed`` draws the LoRA
+    A matrices and the heads' weights.
+    """
+
+    def __init__(self, base_model: PreTrainedModel, lora: LoraConfig, *,
+                 value_head_hidden: int = 256, seed: int = 0) -> None:
+        super().__init__()
+        if lora.task_type != "CAUSAL_LM":
+            raise ValueError(f"lora.task_type = {lora.task_type!r} is invalid; allowed: "
+                             "'CAUSAL_LM'")
+        with _seeded(seed):
+            peft_model = get_peft_model(base_model, lora, adapter_name=ROLES[0])
+            for role in ROLES[1:]:
+                peft_model.add_adapter(role, lora)
+            heads = nn.ModuleDict({role: value_head(base_model.config.get_text_config()
+                                                    .hidden_size, value_head_hidden)
+                                   for role in ROLES})
+        self._attach(peft_model, heads)
+
+    def _attach(self, peft_model: PeftModel, heads: nn.ModuleDict) -> None:
+        self.peft_model = peft_model
+        self.value_heads = heads.to(peft_model.get_base_model().device)
+        adapters = {role: [] for role in ROLES}
+        for name, parameter in peft_model.named_parameters():
+            role = _adapter_of(name)
+            if role is not None:
+                adapters[role].append(parameter)
+        if not all(adapters.values()):
+            raise ValueError(f"the PEFT model has no parameters for adapters "
+                             f"{[r for r in ROLES if not adapters[r]]}")
+        self._adapters = adapters
+        self.role = ROLES[0]
+        peft_model.set_adapter(self.role)
+        self._all_adapters_trainable()
+
+    @classmethod
+    def from_model_config(cls, model_config: ModelConfig,
+                          config: StackelbergPPOConfig | None = None, *,
+                          device_map=None) -> StackelbergPolicy:
+        """Base from ``model_config``, fresh adapters; head width, seed and gradient
+        checkpointing from ``config`` (SPEC defaults when None)."""
+        config = config or StackelbergPPOConfig()
+        base = load_base_model(model_config, device_map=device_map,
+                               gradient_checkpointing=config.gradient_checkpointing)
+        return cls(base, lora_config(model_config), value_head_hidden=config.value_head_hidden,
+                   seed=config.seed)
+
+    @classmethod
+    def from_pretrained(cls, base_model: PreTrainedModel | ModelConfig | str,
+                        path_or_repo_id: str | os.PathLike, *, revision: str | None = None,
+                        token: str | None = None) -> StackelbergPolicy:
+        """Both adapters and heads written by :meth:`save_adapters`, from a local directory or a
+        Hub repo id, on ``base_model`` (a model, which is modified in place, a ``ModelConfig``
+        or a model name/path loaded in fp32). The adapters are trainable (resume)."""
+        folder = _policy_dir(path_or_repo_id, revision, token)
+        if isinstance(base_model, (str, os.PathLike)):
+            base_model = ModelConfig(model_name_or_path=str(base_model))
+        if isinstance(base_model, ModelConfig):
+            base_model = load_base_model(base_model)
+        peft_model = PeftModel.from_pretrained(base_model, folder / ROLES[0],
+                                               adapter_name=ROLES[0], is_trainable=True)
+        for role in ROLES[1:]:
+            peft_model.load_adapter(folder / role, adapter_name=role, is_trainable=True)
+        spec = json.loads((folder / VALUE_HEADS_CONFIG).read_text())
+        heads = nn.ModuleDict({role: value_head(spec["hidden_size"], spec["width"])
+                               for role in spec["roles"]})
+        heads.load_state_dict(load_file(folder / VALUE_HEADS))
+        policy = cls.__new__(cls)
+        nn.Module.__init__(policy)
+        policy._attach(peft_model, heads)
+        return policy
+
+    def save_adapters(self, directory: str | os.PathLike) -> None:
+        """``leader/`` and ``follower/`` (PEFT adapter dirs), ``value_heads.safetensors`` and
+        ``value_heads.json``. Writes in place; checkpoints make it atomic around this call."""
+        directory = Path(directory)
+        self.peft_model.save_pretrained(directory, selected_adapters=list(ROLES))
+        state = {k: v.detach().cpu().contiguous() for k, v in self.value_heads.state_dict().items()}
+        save_file(state, directory / VALUE_HEADS)
+        first = self.value_heads[ROLES[0]][0]
+        spec = {"roles": list(ROLES), "hidden_size": first.in_features,
+                "width": first.out_features, "layers": 3, "activation": "relu",
+                "dtype": "float32", "input": "final hidden state of the last prompt token"}
+        (directory / VALUE_HEADS_CONFIG).write_text(json.dumps(spec, indent=2) + "\n")
+
+    @property
+    def device(self) -> torch.device:
+        return self.peft_model.get_base_model().device
+
+    @property
+    def vocab_size(self) -> int:
+        """V: the model's output rows, which the grammars are compiled for."""
+        return self.peft_model.get_base_model().config.get_text_config().vocab_size
+
+    def _decoder(self) -> nn.Module:
+        return self.peft_model.get_base_model().get_decoder()  # not an attribute: no 2nd copy
+
+    # ------------------------------------------------------------------------------ roles
+    def _all_adapters_trainable(self) -> None:
+        # PEFT's set_adapter freezes the inactive adapters; keep every role's set stable instead.
+        for parameters in self._adapters.values():
+            for parameter in parameters:
+                parameter.requires_grad_(True)
+
+    def set_role(self, role: str) -> None:
+        """Make ``role``'s adapter the active one."""
+        if role not in ROLES:
+            raise ValueError(f"role = {role!r} is invalid; allowed: one of {list(ROLES)}")
+        if role != self.role:
+            self.peft_model.set_adapter(role)
+            self._all_adapters_trainable()
+            self.role = role
+
+    @contextmanager
+    def use(self, role: str):
+        """``role``'s adapter active inside the block, the previous one after it."""
+        previous = self.role
+        self.set_role(role)
+        try:
+            yield self
+        finally:
+            self.set_role(previous)
+
+    def role_parameters(self, role: str) -> list[nn.Parameter]:
+        """What ``role``'s optimizer holds: its adapter's parameters and its value head's."""
+        if role not in ROLES:
+            raise ValueError(f"role = {role!r} is invalid; allowed: one of {list(ROLES)}")
+        return [*self._adapters[role], *self.value_heads[role].parameters()]
+
+    @contextmanager
+    def _evaluating(self):
+        training = self.training
+        self.eval()  # no LoRA dropout while acting
+        try:
+            yield
+        finally:
+            self.train(training)
+
+    # ------------------------------------------------------------------------- forwards
+    def prompt_values_from_hidden(self, role: str, hidden: torch.Tensor) -> torch.Tensor:
+        """(B,) fp32 values of ``role``'s head on final hidden states (B, H), autocast off."""
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.value_heads[role](hidden.float()).squeeze(-1)
+
+    def _forward(self, input_ids, attention_mask, action_tokens, action_lengths):
+        prompt, steps = input_ids.shape[1], action_tokens.shape[1]
+        live = (torch.arange(steps, device=input_ids.device)
+                < action_lengths.to(input_ids.device)[:, None])  # (B, T)
+        ids = torch.cat([input_ids, action_tokens], dim=1)  # (B, P + T)
+        mask = torch.cat([attention_mask.long(), live.long()], dim=1)  # (B, P + T)
+        position = (mask.cumsum(-1) - 1).clamp(min=0)  # as in sample_constrained
+        with _last_prompt_hidden(self._decoder(), prompt - 1) as hidden:
+            out = self.peft_model(input_ids=ids, attention_mask=mask, position_ids=position,
+                                  use_cache=False, logits_to_keep=steps + 1)
+        return out.logits[:, :steps].float(), hidden[0]  # (B, T, V): P-1+t predicts token t
+
+    def forward_actions(self, role: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        action_tokens: torch.Tensor,
+                        action_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits (B, T, V) fp32, values (B,) fp32)`` of ``role`` in one forward.
+
+        ``input_ids``/``attention_mask`` (B, P) are the left-padded prompts, ``action_tokens``
+        (B, T) the recorded actions (EOS-padded past ``action_lengths`` (B,)). ``logits[:, t]``
+        predicts ``action_tokens[:, t]``; values come from the last prompt token. ``role`` stays
+        active afterwards (see the module docstring); LoRA dropout follows train/eval mode.
+        """
+        self.set_role(role)
+        logits, hidden = self._forward(input_ids, attention_mask, action_tokens, action_lengths)
+        if logits.requires_grad and self.training and (
+                self.peft_model.get_base_model().is_activation_checkpointing):
+            for tensor in (logits, hidden):  # their grads come before any layer's recompute
+                tensor.register_hook(functools.partial(self._check_role, role))
+        return logits, self.prompt_values_from_hidden(role, hidden)
+
+    def _check_role(self, role: str, grad: torch.Tensor) -> None:
+        if self.role != role:
+            raise RuntimeError(
+                f"backward of forward_actions({role!r}) while the {self.role!r} adapter is "
+                "active: gradient checkpointing would recompute the layers with the wrong "
+                f"adapter; backpropagate before set_role/use({self.role!r})")
+
+    @torch.no_grad()
+    def reference_logits(self, role: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         action_tokens: torch.Tensor, action_lengths: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) fp32 of ``role``'s KL reference: the base with every adapter
+        disabled, the same model for both roles (``role`` keeps call sites symmetric)."""
+        if role not in ROLES:
+            raise ValueError(f"role = {role!r} is invalid; allowed: one of {list(ROLES)}")
+        try:
+            with self.peft_model.disable_adapter():
+                return self._forward(input_ids, attention_mask, action_tokens, action_lengths)[0]
+        finally:
+            self._all_adapters_trainable()  # re-enabling adapters freezes the inactive ones
+
+    @torch.no_grad()
+    def values(self, role: str, input_ids: torch.Tensor,
+               attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B,) values of left-padded prompts under ``role`` (eval mode)."""
+        with self._evaluating(), self.use(role), _last_prompt_hidden(self._decoder(), -1) as hidden:
+            position = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            self.peft_model(input_ids=input_ids, attention_mask=attention_mask,
+                            position_ids=position, use_cache=False, logits_to_keep=1)
+        return self.prompt_values_from_hidden(role, hidden[0])
+
+    @torch.no_grad()
+    def generate_actions(self, role: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         grammars: Sequence[ActionGrammar], *, generator: torch.Generator,
+                         temperature: float = 1.0, max_new_tokens: int | None = None,
+                         timings: dict | None = None) -> tuple[ActionSample, torch.Tensor]:
+        """PAG-constrained sampling with ``role``'s adapter (eval mode, restored afterwards)
+        and the prompts' values (B,), read off the sampling prefill."""
+        with self._evaluating(), self.use(role), _last_prompt_hidden(self._decoder(), -1) as hidden:
+            sample = sample_constrained(self.peft_model, input_ids, attention_mask, grammars,
+                                        generator=generator, temperature=temperature,
+                                        max_new_tokens=max_new_tokens, timings=timings)
+        return sample, self.prompt_values_from_hidden(role, hidden[0])
