@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from textgame.config import ScenarioConfig
-from textgame.game import GameStep, LeaderObs, StackelbergGame
+from textgame.game import FollowerObs, GameStep, LeaderObs, StackelbergGame
 from textgame.metrics import EpisodeKPIs
 from textgame.parsing import ParseError, format_dcm, format_follower, read_dcm, read_follower
 from textgame.prompts import PromptBuilder, TextConfig, follower_history_line, leader_history_line
@@ -60,6 +60,7 @@ class TextStackelbergEnv:
         self._phase = "reset"
         self._clear_history()
         self._prompts: list[str] = []
+        self._follower_obs: FollowerObs | None = None
 
     # ------------------------------------------------------------------------------ helpers
     def _expect(self, phase: str) -> None:
@@ -81,6 +82,18 @@ class TextStackelbergEnv:
     def pending_prompts(self) -> list[str]:
         """The prompts awaiting answers (leader or follower); empty before reset and at the end."""
         return list(self._prompts)
+
+    @property
+    def follower_obs(self) -> FollowerObs:
+        """The numeric observation behind the pending follower prompts (numeric policies act on it).
+
+        Set by :meth:`step_leader` of this process; :meth:`load_state_dict` does not restore it.
+        """
+        self._expect("followers")
+        if self._follower_obs is None:
+            raise RuntimeError("follower_obs is set by step_leader; load_state_dict does not "
+                               "restore it")
+        return self._follower_obs
 
     def _leader_prompts(self, obs: LeaderObs) -> list[str]:
         prompts = [self.builder.leader(obs, b, self._leader_history[b])
@@ -112,7 +125,7 @@ class TextStackelbergEnv:
             except ParseError as err:
                 raise ParseError(f"leader of env {b}: {err}") from err
         obs = self.game.step_leader(dcm)
-        self._invalid_leader = invalid
+        self._invalid_leader, self._follower_obs = invalid, obs
         self.follower_slots = [(int(b), int(i)) for b, i in np.argwhere(obs.active)]
         prompts = [self.builder.follower(obs, b, i, self._follower_history[b][i])
                    for b, i in self.follower_slots]
@@ -195,7 +208,7 @@ class TextStackelbergEnv:
         """Restore a :meth:`state_dict` into an env built with the same scenario, B and config."""
         self.game.load_state_dict(state["game"])
         self.kpis.load_state_dict(state["kpis"])
-        self._phase = state["phase"]
+        self._phase, self._follower_obs = state["phase"], None
         self._prompts = list(state["prompts"])
         self.follower_slots = [(int(b), int(i)) for b, i in state["follower_slots"]]
         self._leader_history = copy.deepcopy(state["leader_history"])
