@@ -27,7 +27,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft import (
+    LoraConfig,
+    PeftModel,
+    get_peft_model,
+    prepare_model_for_kbit_training,
+    set_peft_model_state_dict,
+)
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
@@ -239,6 +245,18 @@ class StackelbergPolicy(nn.Module):
                 "width": first.out_features, "layers": 3, "activation": "relu",
                 "dtype": "float32", "input": "final hidden state of the last prompt token"}
         (directory / VALUE_HEADS_CONFIG).write_text(json.dumps(spec, indent=2) + "\n")
+
+    def load_adapter_weights(self, directory: str | os.PathLike) -> None:
+        """Copy the adapters and heads of :meth:`save_adapters` into this policy in place: the
+        parameters (hence the optimizers holding them) stay the same objects. For resuming."""
+        directory = Path(directory)
+        for role in ROLES:
+            state = load_file(directory / role / "adapter_model.safetensors")
+            result = set_peft_model_state_dict(self.peft_model, state, adapter_name=role)
+            if getattr(result, "unexpected_keys", None):
+                raise ValueError(f"{directory / role} holds weights this policy does not have: "
+                                 f"{result.unexpected_keys[:3]}")
+        self.value_heads.load_state_dict(load_file(directory / VALUE_HEADS))
 
     @property
     def device(self) -> torch.device:

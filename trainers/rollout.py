@@ -1,0 +1,162 @@
+"""Rollout (SPEC §6, Algorithm 1 lines 5-13): B text games in lock step, batched LLM decisions.
+
+Per TTI: one PAG-constrained generation for the leaders of all B envs, then one for the followers
+of all envs (followers share the follower adapter). Each decision keeps what PPO needs to replay
+its masks and recompute its log-prob: the prompt's token ids, the action tokens, their grammar,
+the sampling temperature, the action log-prob and the value. After each batch of episodes GAE
+runs per env for the leader and per UE slot for the followers (:func:`trainers.ppo.gae`).
+
+Seeds are a function of (seed, epoch, batch, process) only, so an epoch can be replayed exactly
+after a resume without storing the environments' state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from textgame.text_env import TextStackelbergEnv
+from trainers.config import StackelbergPPOConfig
+from trainers.pag import compile_action_grammar
+from trainers.ppo import gae
+
+
+@dataclass
+class Decisions:
+    """One role's decisions of an epoch, flattened; rows are decisions."""
+
+    prompts: list[list[int]] = field(default_factory=list)  # prompt token ids, unpadded
+    tokens: list[list[int]] = field(default_factory=list)  # action tokens incl. EOS
+    grammars: list = field(default_factory=list)  # ActionGrammar of each decision
+    logprobs: list[float] = field(default_factory=list)  # eq. 12 at sampling time
+    values: list[float] = field(default_factory=list)
+    advantages: list[float] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    temperature: float = 1.0
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+@dataclass
+class _Trace:
+    """One role's per-TTI records of a batch of episodes, before GAE."""
+
+    rows: list[tuple[int, int]] = field(default_factory=list)  # (owner, tti) of each decision
+    prompts: list[list[int]] = field(default_factory=list)
+    tokens: list[list[int]] = field(default_factory=list)
+    grammars: list = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+
+
+def _unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
+    return [row[mask.bool()].tolist() for row, mask in zip(input_ids.cpu(), attention_mask.cpu(),
+                                                           strict=True)]
+
+
+class RolloutWorker:
+    """Plays episodes of the text game with a :class:`StackelbergPolicy` and records decisions."""
+
+    def __init__(self, policy, tokenizer, encoder, config: StackelbergPPOConfig,
+                 render=None, process_index: int = 0) -> None:
+        self.policy, self.tokenizer, self.encoder, self.config = policy, tokenizer, encoder, config
+        self.process_index = process_index
+        self.scenario = config.scenario_config()
+        self.env = TextStackelbergEnv(self.scenario, config.n_envs, config.text_config(), render)
+        cell = self.scenario.cell
+        self.n_rbgs, self.ucm_levels = cell.n_rbgs, cell.ucm_levels
+        self.vocab_size = policy.vocab_size
+
+    def grammar(self, role: str, n_ues: int):
+        return compile_action_grammar(self.tokenizer, role, int(n_ues), self.n_rbgs,
+                                      self.ucm_levels, self.config.pag_backend, self.vocab_size)
+
+    def seeds(self, epoch: int, batch: int) -> tuple[int, int]:
+        """(environment seed, sampling seed) of one batch of episodes."""
+        key = np.random.SeedSequence([self.config.seed, epoch, batch, self.process_index])
+        env_seed, sample_seed = key.generate_state(2)
+        return int(env_seed), int(sample_seed)
+
+    def _decide(self, role: str, prompts: list[str], grammars: list, generator, temperature,
+                trace: _Trace, owners: list[int], tti: int) -> list[str]:
+        device = self.policy.device
+        input_ids, attention_mask = self.encoder(prompts, device)
+        sample, values = self.policy.generate_actions(
+            role, input_ids, attention_mask, grammars, generator=generator,
+            temperature=temperature)
+        lengths = sample.lengths.tolist()
+        trace.prompts += _unpad(input_ids, attention_mask)
+        trace.tokens += [row[:n] for row, n in zip(sample.tokens.tolist(), lengths, strict=True)]
+        trace.grammars += grammars
+        trace.logprobs += sample.action_logprob.float().tolist()
+        trace.values += values.float().tolist()
+        trace.rows += [(owner, tti) for owner in owners]
+        return sample.texts
+
+    def play(self, epoch: int, batch: int, temperature: float) -> tuple[dict, dict, dict]:
+        """One batch of B episodes: (leader trace + GAE, follower trace + GAE, episode KPIs)."""
+        env_seed, sample_seed = self.seeds(epoch, batch)
+        generator = torch.Generator(self.policy.device).manual_seed(sample_seed)
+        env, i_max = self.env, self.scenario.cell.max_ues
+        leader, follower = _Trace(), _Trace()
+        prompts = env.reset(seed=env_seed)
+        for tti in range(self.scenario.cell.episode_ttis):
+            n_active = env.game.sim.active.sum(axis=1)
+            grammars = [self.grammar("leader", n) for n in n_active]
+            texts = self._decide("leader", prompts, grammars, generator, temperature, leader,
+                                 list(range(env.n_envs)), tti)
+            prompts = env.step_leader(texts)
+            slots = list(env.follower_slots)
+            grammars = [self.grammar("follower", n_active[b]) for b, _ in slots]
+            texts = self._decide("follower", prompts, grammars, generator, temperature,
+                                 follower, [b * i_max + i for b, i in slots], tti)
+            step = env.step_followers(texts)
+            leader.rewards += step.leader_rewards.tolist()
+            follower.rewards += step.follower_rewards.tolist()
+            prompts = step.leader_prompts
+        return leader, follower, step.info["kpis"]
+
+    def advantages(self, trace: _Trace, owners: int) -> tuple[list[float], list[float]]:
+        """GAE over TTIs per owner (env or UE slot); inactive TTIs skipped (trainers.ppo.gae)."""
+        ttis = self.scenario.cell.episode_ttis
+        shape = (owners, ttis)
+        rewards = torch.zeros(shape, dtype=torch.float64)
+        values = torch.zeros(shape, dtype=torch.float64)
+        active = torch.zeros(shape, dtype=torch.bool)
+        owner, tti = (torch.tensor(x) for x in zip(*trace.rows, strict=True))
+        rewards[owner, tti] = torch.tensor(trace.rewards, dtype=torch.float64)
+        values[owner, tti] = torch.tensor(trace.values, dtype=torch.float64)
+        active[owner, tti] = True
+        starts = active & ~torch.cat([torch.zeros(owners, 1, dtype=torch.bool),
+                                      active[:, :-1]], dim=1)  # a slot that (re)joins
+        advantages, returns = gae(rewards, values, gamma=self.config.gamma,
+                                  lam=self.config.gae_lambda, active=active, starts=starts)
+        return advantages[owner, tti].tolist(), returns[owner, tti].tolist()
+
+    def collect(self, epoch: int) -> tuple[Decisions, Decisions, list[dict]]:
+        """Algorithm 1 lines 5-13 for one epoch: E episodes in batches of B."""
+        temperature = self.config.temperature(epoch)
+        out = {role: Decisions(temperature=temperature) for role in ("leader", "follower")}
+        kpis = []
+        i_max = self.scenario.cell.max_ues
+        for batch in range(self.config.episodes_per_epoch // self.config.n_envs):
+            leader, follower, episode_kpis = self.play(epoch, batch, temperature)
+            kpis.append(episode_kpis)
+            for role, trace, owners in (("leader", leader, self.env.n_envs),
+                                        ("follower", follower, self.env.n_envs * i_max)):
+                advantages, returns = self.advantages(trace, owners)
+                d = out[role]
+                d.prompts += trace.prompts
+                d.tokens += trace.tokens
+                d.grammars += trace.grammars
+                d.logprobs += trace.logprobs
+                d.values += trace.values
+                d.rewards += trace.rewards
+                d.advantages += advantages
+                d.returns += returns
+        return out["leader"], out["follower"], kpis

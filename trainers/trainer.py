@@ -1,0 +1,247 @@
+"""``StackelbergPPOTrainer``: Algorithm 1 of the paper with checkpoints, logging and the Hub.
+
+Per epoch: every process plays its own ``episodes_per_epoch`` episodes (``RolloutWorker``), then
+the leader and the followers are updated separately (``ppo_update``: own adapter, value head,
+optimizer, learning rate and number of PPO passes — two-timescale Stackelberg learning), the
+cosine schedules step, metrics are written (JSONL, CSV, accelerate trackers) and, every
+``save_every`` epochs, a checkpoint is written atomically (temporary directory + rename).
+
+Exact resume: episodes never span epochs and their seeds are a function of (seed, epoch,
+batch, process), so a checkpoint at an epoch boundary holds all the state there is: adapters,
+value heads, optimizers, schedulers, the minibatch-shuffling generator, torch's and numpy's
+RNG states per process, the epoch, and the metrics written so far.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from textgame.metrics import summarize
+from trainers.chat import chat_render
+from trainers.config import ROLES, StackelbergPPOConfig
+from trainers.encoding import PromptEncoder
+from trainers.ppo import cosine_lr_scheduler
+from trainers.rollout import RolloutWorker
+from trainers.update import ppo_update
+
+CHECKPOINT_PREFIX = "checkpoint-"
+HEADLINE = ("throughput_mbps", "fairness", "collision_rate", "invalid_action_rate",
+            "leader_utility", "follower_utility")
+
+
+class StackelbergPPOTrainer:
+    """Trains a :class:`trainers.models.StackelbergPolicy` on the text game (SPEC §6)."""
+
+    def __init__(self, model, processing_class, args: StackelbergPPOConfig | None = None,
+                 accelerator: Accelerator | None = None, base_model_name: str = "") -> None:
+        self.args = args = args or StackelbergPPOConfig()
+        self.policy, self.tokenizer = model, processing_class
+        self.base_model_name = base_model_name
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=args.mixed_precision, log_with=args.report_to or None,
+            project_dir=args.output_dir)
+        self.output_dir = Path(args.output_dir)
+        self.policy.to(self.accelerator.device)
+        self.optimizers = {role: torch.optim.AdamW(
+            self.policy.role_parameters(role), lr=args.learning_rate(role),
+            weight_decay=args.weight_decay) for role in ROLES}
+        self.schedulers = {role: cosine_lr_scheduler(self.optimizers[role], args.total_epochs,
+                                                     args.warmup_epochs) for role in ROLES}
+        render = chat_render(processing_class) if args.use_chat_template else None
+        self.worker = RolloutWorker(self.policy, processing_class,
+                                    PromptEncoder(processing_class), args, render,
+                                    self.accelerator.process_index)
+        self.rng = np.random.default_rng([args.seed, self.accelerator.process_index])
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.eos = processing_class.eos_token_id
+        self.pad = processing_class.pad_token_id if processing_class.pad_token_id is not None \
+            else self.eos
+
+    # --------------------------------------------------------------------------- training
+    def train(self) -> list[dict]:
+        """Run (or resume) the configured epochs; returns the per-epoch metrics."""
+        args, acc = self.args, self.accelerator
+        if args.resume and self.last_checkpoint() is not None:
+            self.load_checkpoint(self.last_checkpoint())
+        elif args.expert_seeding and self.epoch == 0:
+            self.seed_with_experts()
+        if args.report_to and not getattr(self, "_trackers", False):
+            acc.init_trackers("agentic-mac", config={k: str(v) for k, v in vars(args).items()})
+            self._trackers = True
+        bar = tqdm(range(self.epoch, args.total_epochs), initial=self.epoch,
+                   total=args.total_epochs, unit="epoch", disable=not acc.is_main_process)
+        for epoch in bar:
+            record = self.train_epoch(epoch)
+            bar.set_postfix(leader=f"{record['leader_utility']:.3f}",
+                            follower=f"{record['follower_utility']:.3f}")
+            self.epoch = epoch + 1
+            if args.eval_every and self.epoch % args.eval_every == 0:
+                record.update({f"eval/{k}": v for k, v in self.evaluate().items()})
+            self.log(record)
+            if args.save_every and self.epoch % args.save_every == 0:
+                self.save_checkpoint()
+        if not args.save_every or self.epoch % args.save_every:
+            self.save_checkpoint()
+        if args.report_to:
+            acc.end_training()
+        return self.history
+
+    def train_epoch(self, epoch: int) -> dict:
+        """Algorithm 1 lines 5-21 for one epoch."""
+        leader, follower, kpis = self.worker.collect(epoch)
+        record: dict = {"epoch": epoch + 1, "temperature": leader.temperature}
+        record.update(self._mean_kpis(kpis))
+        for role, decisions in (("leader", leader), ("follower", follower)):
+            stats = ppo_update(self.policy, role, decisions, self.optimizers[role], self.args,
+                               self.accelerator, self.rng, self.eos, self.pad)
+            record.update({f"{role}/{k}": v for k, v in stats.items()})
+            record[f"{role}/learning_rate"] = self.schedulers[role].get_last_lr()[0]
+            self.schedulers[role].step()
+        return record
+
+    def _mean_kpis(self, kpis: list[dict]) -> dict[str, float]:
+        """KPIs of this epoch's episodes, averaged over all processes."""
+        summary = summarize(kpis)
+        names = sorted(summary)
+        local = torch.tensor([[summary[k].mean, summary[k].n] for k in names],
+                             dtype=torch.float64, device=self.accelerator.device)
+        local = torch.nan_to_num(local, nan=0.0)
+        gathered = self.accelerator.gather(local[None]).reshape(-1, len(names), 2)
+        weights = gathered[..., 1].clamp(min=1e-12)
+        means = (gathered[..., 0] * gathered[..., 1]).sum(0) / weights.sum(0)
+        return {k: float(v) for k, v in zip(names, means, strict=True)}
+
+    # ------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, episodes: int | None = None, epoch_key: int = 10**9) -> dict[str, float]:
+        """KPIs of fresh episodes at the final temperature, without learning (main metrics)."""
+        episodes = episodes or self.args.eval_episodes
+        worker = self.worker
+        kpis = []
+        for batch in range(max(episodes // self.args.n_envs, 1)):
+            _, _, episode_kpis = worker.play(epoch_key, batch, self.args.temperature_end)
+            kpis.append(episode_kpis)
+        return self._mean_kpis(kpis)
+
+    # ----------------------------------------------------------------------------- seeding
+    def seed_with_experts(self) -> dict:
+        from trainers.seeding import seed_policy
+
+        metrics = seed_policy(self.policy.peft_model, self.tokenizer, self.args,
+                              self.output_dir / "expert-seeding")
+        self.policy.set_role("leader")
+        return metrics
+
+    # ----------------------------------------------------------------------------- logging
+    def log(self, record: dict) -> None:
+        self.history.append(record)
+        acc = self.accelerator
+        if self.args.report_to:
+            acc.log({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+        if not acc.is_main_process or record["epoch"] % self.args.log_every:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self._write_csv()
+
+    def _write_csv(self) -> None:
+        keys = sorted({k for r in self.history for k in r}, key=lambda k: (k != "epoch", k))
+        with open(self.output_dir / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(r for r in self.history if r["epoch"] % self.args.log_every == 0)
+
+    # ------------------------------------------------------------------------- checkpoints
+    def last_checkpoint(self) -> Path | None:
+        found = sorted(self.output_dir.glob(f"{CHECKPOINT_PREFIX}*"),
+                       key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+        return found[-1] if found else None
+
+    def save_checkpoint(self) -> Path:
+        """``output_dir/checkpoint-<epoch>``, written to a temporary directory then renamed."""
+        acc = self.accelerator
+        final = self.output_dir / f"{CHECKPOINT_PREFIX}{self.epoch}"
+        tmp = self.output_dir / f".tmp-{CHECKPOINT_PREFIX}{self.epoch}"
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            self.policy.save_adapters(tmp)
+            state = {"epoch": self.epoch, "history": self.history,
+                     "optimizers": {r: o.state_dict() for r, o in self.optimizers.items()},
+                     "schedulers": {r: s.state_dict() for r, s in self.schedulers.items()}}
+            torch.save(state, tmp / "trainer_state.pt")
+        acc.wait_for_everyone()
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+               "python": random.getstate(), "shuffle": self.rng.bit_generator.state}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, tmp / f"rng_state_{acc.process_index}.pt")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)  # atomic: a checkpoint directory is complete or absent
+            self._prune_checkpoints()
+        acc.wait_for_everyone()
+        return final
+
+    def _prune_checkpoints(self) -> None:
+        found = sorted(self.output_dir.glob(f"{CHECKPOINT_PREFIX}*"),
+                       key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+        for old in found[:-self.args.save_total_limit]:
+            shutil.rmtree(old)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        self.policy.load_adapter_weights(path)
+        state = torch.load(path / "trainer_state.pt", weights_only=False)
+        self.epoch, self.history = state["epoch"], state["history"]
+        for role in ROLES:
+            self.optimizers[role].load_state_dict(state["optimizers"][role])
+            self.schedulers[role].load_state_dict(state["schedulers"][role])
+        rng = torch.load(path / f"rng_state_{self.accelerator.process_index}.pt",
+                         weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        self.rng.bit_generator.state = rng["shuffle"]
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.accelerator.is_main_process:  # metrics after the checkpoint are replayed
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.output_dir / "metrics.jsonl", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in self.history
+                             if r["epoch"] % self.args.log_every == 0)
+            self._write_csv()
+
+    # ---------------------------------------------------------------------- final model
+    def save_model(self, directory: str | os.PathLike | None = None) -> Path:
+        directory = Path(directory or self.output_dir / "final")
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self.policy.save_adapters(directory)
+        self.accelerator.wait_for_everyone()
+        return directory
+
+    def push_to_hub(self, kpis: dict | None = None, token: str | None = None) -> str | None:
+        from trainers.hub import push_to_hub
+
+        folder = self.save_model()
+        if not self.accelerator.is_main_process:
+            return None
+        return push_to_hub(folder, self.args.hub_model_id, base_model=self.base_model_name,
+                           config=self.args, kpis=kpis, token=token,
+                           private=self.args.hub_private)

@@ -1,0 +1,115 @@
+"""PPO update of one role (SPEC §6, Algorithm 1 lines 16-21) over an epoch's decisions.
+
+Each minibatch replays the PAG masks of its decisions from their tokens
+(:func:`trainers.pag.replay_masks`), recomputes the action log-probs at the sampling temperature
+with the role's adapter (eq. 12), the masked entropy and the KL to the reference (adapters off),
+and takes one optimizer step on the role's parameters only. With several processes the role's
+gradients are averaged across processes before the step, so adapters stay identical; every
+process runs the same number of minibatches (agreed as the maximum over processes).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from trainers.pag import replay_masks, token_logprobs
+from trainers.ppo import explained_variance, kl_to_reference, masked_entropy, ppo_losses
+from trainers.rollout import Decisions
+
+
+def _left_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (b, P)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (b, P)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _right_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (b, T)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+    return ids.to(device), torch.tensor([len(r) for r in rows], device=device)  # (b,)
+
+
+def minibatch_count(n: int, size: int, accelerator) -> int:
+    """Minibatches per PPO pass, equal on every process."""
+    local = torch.tensor([max(math.ceil(n / size), 1)], device=accelerator.device)
+    return int(accelerator.gather(local).max())
+
+
+def average_gradients(params: list[torch.nn.Parameter], accelerator) -> None:
+    """Mean of each parameter's gradient over processes, in one flattened all-reduce."""
+    if accelerator.num_processes == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = accelerator.reduce(flat, reduction="mean")
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        p.grad = flat[offset:offset + g.numel()].view_as(g).to(g.dtype)
+        offset += g.numel()
+
+
+def minibatch_losses(policy, role: str, d: Decisions, rows: np.ndarray, config,
+                     eos: int, pad: int) -> dict[str, torch.Tensor]:
+    """Eqs. 10 and 12-13 for the decisions ``rows`` of ``d``: losses and diagnostics."""
+    device = policy.device
+    input_ids, attention_mask = _left_pad([d.prompts[i] for i in rows], pad, device)
+    tokens, lengths = _right_pad([d.tokens[i] for i in rows], eos, device)
+    masks = replay_masks([d.grammars[i] for i in rows], tokens, lengths)  # (b, T, V)
+    valid = torch.arange(tokens.shape[1], device=device)[None, :] < lengths[:, None]  # (b, T)
+    logits, values = policy.forward_actions(role, input_ids, attention_mask, tokens, lengths)
+    token_logp = token_logprobs(logits, masks, tokens, d.temperature) * valid  # (b, T)
+    entropy = (masked_entropy(logits, masks, d.temperature) * valid).sum(-1)  # (b,)
+    if config.kl_coef > 0:
+        ref_logits = policy.reference_logits(role, input_ids, attention_mask, tokens, lengths)
+        ref_logp = token_logprobs(ref_logits, masks, tokens, d.temperature)
+        kl = kl_to_reference(token_logp, ref_logp, valid)  # (b,)
+    else:
+        kl = torch.zeros(len(rows), device=device)
+    as_tensor = lambda x: torch.tensor([x[i] for i in rows], device=device)  # noqa: E731
+    return ppo_losses(token_logp.sum(-1), as_tensor(d.logprobs), as_tensor(d.advantages),
+                      values.float(), as_tensor(d.values), as_tensor(d.returns), entropy, kl,
+                      config)
+
+
+def ppo_update(policy, role: str, d: Decisions, optimizer, config, accelerator,
+               rng: np.random.Generator, eos: int, pad: int) -> dict[str, float]:
+    """K passes of minibatch PPO on one role; returns the epoch's mean diagnostics."""
+    policy.eval()  # no dropout: the first pass recomputes the sampling log-probs exactly
+    params = policy.role_parameters(role)
+    n = len(d)
+    count = minibatch_count(n, config.minibatch_size, accelerator)
+    totals: dict[str, float] = {}
+    steps = 0
+    for _ in range(config.ppo_epochs(role)):
+        order = rng.permutation(n)
+        for k, rows in enumerate(np.array_split(order, count)):
+            empty = rows.size == 0  # fewer decisions here than minibatches elsewhere:
+            rows = order[:1] if empty else rows  # still join the gradient all-reduce, with 0
+            with accelerator.autocast():
+                out = minibatch_losses(policy, role, d, rows, config, eos, pad)
+            scale = 0.0 if empty else 1.0 / config.gradient_accumulation_steps
+            accelerator.backward(out["loss"] * scale)
+            if (k + 1) % config.gradient_accumulation_steps == 0 or k == count - 1:
+                average_gradients(params, accelerator)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                totals["grad_norm"] = totals.get("grad_norm", 0.0) + float(grad_norm)
+                steps += 1
+            for key, value in out.items():
+                totals[key] = totals.get(key, 0.0) + float(value.detach())
+    passes = config.ppo_epochs(role) * count
+    metrics = {k: v / (steps if k == "grad_norm" else passes) for k, v in totals.items()}
+    metrics["explained_variance"] = explained_variance(torch.tensor(d.values),
+                                                       torch.tensor(d.returns))
+    metrics["decisions"] = float(n)
+    return metrics
