@@ -11,6 +11,7 @@ learning curve and the trained policy's KPIs next to S-ALOHA and Max-Weight on t
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 
@@ -57,9 +58,10 @@ def report(history: list[dict], rows: dict[str, dict[str, float]], seconds: floa
               + " |", "|---|" + "---:|" * len(HEADLINE)]
     for name, kpis in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{kpis[k]:.4f}" for k in HEADLINE) + " |")
-    peak = (torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None)
-    lines.append(f"\nwall time {seconds:.0f} s" + (f", peak GPU memory {peak:.2f} GiB"
-                                                    if peak is not None else ""))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+    gpu = (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+           if torch.cuda.is_available() else "")
+    lines.append(f"\nwall time {seconds:.0f} s, peak process memory (RSS) {rss:.2f} GiB{gpu}")
     return "\n".join(lines)
 
 
