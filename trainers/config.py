@@ -176,7 +176,7 @@ class StackelbergPPOConfig:
     def temperature(self, epoch: int) -> float:
         """Linear decay from temperature_start (epoch 0) to temperature_end (last epoch)."""
         progress = min(epoch / max(self.total_epochs - 1, 1), 1.0)
-        return self.temperature_start + (self.temperature_end - self.temperature_start) * progress
+        return (1.0 - progress) * self.temperature_start + progress * self.temperature_end
 
     def learning_rate(self, role: str) -> float:
         return {"leader": self.leader_learning_rate,

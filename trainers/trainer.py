@@ -105,10 +105,22 @@ class StackelbergPPOTrainer:
         for role, decisions in (("leader", leader), ("follower", follower)):
             stats = ppo_update(self.policy, role, decisions, self.optimizers[role], self.args,
                                self.accelerator, self.rng, self.eos, self.pad)
-            record.update({f"{role}/{k}": v for k, v in stats.items()})
+            record.update({f"{role}/{k}": v for k, v in self._mean_over_processes(stats).items()})
             record[f"{role}/learning_rate"] = self.schedulers[role].get_last_lr()[0]
             self.schedulers[role].step()
         return record
+
+    def _mean_over_processes(self, stats: dict[str, float]) -> dict[str, float]:
+        """Diagnostics averaged over processes (decisions summed)."""
+        if self.accelerator.num_processes == 1:
+            return stats
+        names = sorted(stats)
+        local = torch.tensor([stats[k] for k in names], dtype=torch.float64,
+                             device=self.accelerator.device)
+        mean = self.accelerator.reduce(local, reduction="mean")
+        out = {k: float(v) for k, v in zip(names, mean, strict=True)}
+        out["decisions"] *= self.accelerator.num_processes
+        return out
 
     def _mean_kpis(self, kpis: list[dict]) -> dict[str, float]:
         """KPIs of this epoch's episodes, averaged over all processes."""
