@@ -21,13 +21,7 @@ SIZES = [(3, 4), (5, 2), (4, 8), (1, 1)]  # (I, N) per row
 TEMPERATURE = 0.7
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from threads; on a shared CPU they only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

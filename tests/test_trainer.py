@@ -34,12 +34,13 @@ from textgame.metrics import summarize
 from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
 from trainers.config import ROLES, StackelbergPPOConfig
+from trainers.encoding import left_pad
 from trainers.hub import MODEL_CARD, policy_files
 from trainers.models import StackelbergPolicy
 from trainers.pag import replay_masks, token_logprobs
 from trainers.tiny import build_tiny_model
 from trainers.trainer import StackelbergPPOTrainer
-from trainers.update import _left_pad, _right_pad, minibatch_losses, ppo_update
+from trainers.update import _right_pad, minibatch_losses, ppo_update
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "ppo_llama1b.py"
@@ -54,12 +55,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
        "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +132,7 @@ def test_first_ppo_pass_has_ratio_one_for_both_roles(tiny_path, tmp_path):
         rows = np.arange(len(d))
         with torch.no_grad():
             out = minibatch_losses(policy, role, d, rows, args, trainer.eos, trainer.pad)
-            ids, mask = _left_pad(d.prompts, trainer.pad, policy.device)
+            ids, mask = left_pad(d.prompts, trainer.pad, policy.device)
             tokens, lengths = _right_pad(d.tokens, trainer.eos, policy.device)
             masks = replay_masks(d.grammars, tokens, lengths)
             valid = torch.arange(tokens.shape[1])[None, :] < lengths[:, None]

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 
-def _left_pad(ids: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(ids: list[list[int]], pad: int,
+             device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows -> left-padded ``(input_ids, attention_mask)`` (B, P) on ``device``."""
     width = max(len(row) for row in ids)
     input_ids = np.full((len(ids), width), pad, dtype=np.int64)  # (B, P)
     attention_mask = np.zeros((len(ids), width), dtype=np.int64)  # (B, P)
@@ -61,7 +63,7 @@ def encode_prompts(tokenizer, prompts: Sequence[str],
 
     The tokenizer is not modified.
     """
-    return _left_pad(_encode(tokenizer, _check(prompts), True), _pad_id(tokenizer), device)
+    return left_pad(_encode(tokenizer, _check(prompts), True), _pad_id(tokenizer), device)
 
 
 class PromptEncoder:
@@ -105,4 +107,4 @@ class PromptEncoder:
                 self.line_cache = False
                 self._lines.clear()
                 return encode_prompts(self.tokenizer, prompts, device)
-        return _left_pad(ids, _pad_id(self.tokenizer), device)
+        return left_pad(ids, _pad_id(self.tokenizer), device)

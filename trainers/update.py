@@ -15,19 +15,10 @@ import math
 import numpy as np
 import torch
 
+from trainers.encoding import left_pad
 from trainers.pag import replay_masks, token_logprobs
 from trainers.ppo import explained_variance, kl_to_reference, masked_entropy, ppo_losses
 from trainers.rollout import Decisions
-
-
-def _left_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (b, P)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (b, P)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _right_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +52,7 @@ def minibatch_losses(policy, role: str, d: Decisions, rows: np.ndarray, config,
                      eos: int, pad: int) -> dict[str, torch.Tensor]:
     """Eqs. 10 and 12-13 for the decisions ``rows`` of ``d``: losses and diagnostics."""
     device = policy.device
-    input_ids, attention_mask = _left_pad([d.prompts[i] for i in rows], pad, device)
+    input_ids, attention_mask = left_pad([d.prompts[i] for i in rows], pad, device)
     tokens, lengths = _right_pad([d.tokens[i] for i in rows], eos, device)
     masks = replay_masks([d.grammars[i] for i in rows], tokens, lengths)  # (b, T, V)
     valid = torch.arange(tokens.shape[1], device=device)[None, :] < lengths[:, None]  # (b, T)
