@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from textgame.config import ConfigError, ScenarioConfig
+from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in
+from textgame.config import _fail as _fail_field
 from textgame.prompts import TextConfig
 
 ROLES = ("leader", "follower")
@@ -24,8 +25,11 @@ def _help(text: str, **kwargs) -> Any:
     return field(metadata={"help": text}, **kwargs)
 
 
+OWNER = "StackelbergPPOConfig"
+
+
 def _fail(name: str, value: Any, allowed: str) -> None:
-    raise ConfigError(f"StackelbergPPOConfig.{name} = {value!r} is invalid; allowed: {allowed}")
+    _fail_field(OWNER, name, value, allowed)
 
 
 @dataclass
@@ -135,36 +139,22 @@ class StackelbergPPOConfig:
                      "leader_ppo_epochs", "follower_ppo_epochs", "value_head_hidden",
                      "expert_episodes", "eval_episodes", "log_every", "save_total_limit",
                      "gradient_accumulation_steps"):
-            self._integer(name, 1)
+            _int_at_least(OWNER, name, getattr(self, name), 1)
         for name in ("history_ttis", "warmup_epochs", "eval_every", "save_every"):
-            self._integer(name, 0)
+            _int_at_least(OWNER, name, getattr(self, name), 0)
         if self.episodes_per_epoch % self.n_envs:
             _fail("episodes_per_epoch", self.episodes_per_epoch,
                   f"a multiple of n_envs ({self.n_envs})")
         for name in ("gamma", "gae_lambda"):
-            self._real(name, 0.0, 1.0)
-        for name in ("clip_range", "value_clip_range"):
-            self._real(name, 0.0, math.inf, low_open=True)
+            _real_in(OWNER, name, getattr(self, name), 0.0, 1.0)
         for name in ("vf_coef", "ent_coef", "kl_coef", "weight_decay"):
-            self._real(name, 0.0, math.inf)
-        for name in ("temperature_start", "temperature_end", "max_grad_norm",
-                     "leader_learning_rate", "follower_learning_rate", "expert_learning_rate",
-                     "expert_sft_epochs"):
-            self._real(name, 0.0, math.inf, low_open=True)
+            _real_in(OWNER, name, getattr(self, name), 0.0, math.inf)
+        for name in ("clip_range", "value_clip_range", "temperature_start", "temperature_end",
+                     "max_grad_norm", "leader_learning_rate", "follower_learning_rate",
+                     "expert_learning_rate", "expert_sft_epochs"):
+            _positive(OWNER, name, getattr(self, name))
         if self.push_to_hub and not self.hub_model_id:
             _fail("hub_model_id", self.hub_model_id, "a repository id when push_to_hub is set")
-
-    def _integer(self, name: str, low: int) -> None:
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            _fail(name, value, f"an integer >= {low}")
-
-    def _real(self, name: str, low: float, high: float, low_open: bool = False) -> None:
-        value = getattr(self, name)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and (value > low if low_open else value >= low)
-        if not (ok and value <= high):
-            _fail(name, value, f"a number in {'(' if low_open else '['}{low}, {high}]")
 
     # ------------------------------------------------------------------------- derived
     def scenario_config(self) -> ScenarioConfig:

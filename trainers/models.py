@@ -40,10 +40,9 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from trainers.config import ROLES, StackelbergPPOConfig
+from trainers.hub import VALUE_HEADS, VALUE_HEADS_CONFIG, download
 from trainers.pag import ActionGrammar, ActionSample, sample_constrained
 
-VALUE_HEADS = "value_heads.safetensors"
-VALUE_HEADS_CONFIG = "value_heads.json"
 _DTYPES = ("auto", "bfloat16", "float16", "float32")
 _CHECKPOINTING = {"use_reentrant": False}  # frozen embeddings: no input-grad hook needed
 
@@ -145,17 +144,6 @@ def _adapter_of(name: str) -> str | None:
     return None
 
 
-def _policy_dir(path_or_repo_id: str | os.PathLike, revision: str | None,
-                token: str | None) -> Path:
-    path = Path(path_or_repo_id).expanduser()
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download  # the only call that touches the network
-
-    return Path(snapshot_download(str(path_or_repo_id), revision=revision, token=token,
-                                  allow_patterns=[f"{r}/*" for r in ROLES] + ["value_heads.*"]))
-
-
 # ------------------------------------------------------------------------------ the policy
 class StackelbergPolicy(nn.Module):
     """One base model, LoRA adapters ``leader``/``follower`` and an fp32 value head per role.
@@ -215,7 +203,7 @@ class StackelbergPolicy(nn.Module):
         """Both adapters and heads written by :meth:`save_adapters`, from a local directory or a
         Hub repo id, on ``base_model`` (a model, which is modified in place, a ``ModelConfig``
         or a model name/path loaded in fp32). The adapters are trainable (resume)."""
-        folder = _policy_dir(path_or_repo_id, revision, token)
+        folder = download(path_or_repo_id, revision=revision, token=token)
         if isinstance(base_model, (str, os.PathLike)):
             base_model = ModelConfig(model_name_or_path=str(base_model))
         if isinstance(base_model, ModelConfig):

@@ -29,6 +29,7 @@ from textgame.policies import make_follower, make_leader
 from textgame.prompts import TextConfig
 from textgame.text_env import TextStackelbergEnv
 from trainers.chat import chat_render
+from trainers.config import ROLES
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from trainers.config import StackelbergPPOConfig
 
 EXPERT_LEADERS = ("max_weight", "round_robin")
-ROLES = ("leader", "follower")
 
 
 def _check_count(name: str, value: Any) -> None:

@@ -176,9 +176,13 @@ class StackelbergPPOTrainer:
             writer.writerows(r for r in self.history if r["epoch"] % self.args.log_every == 0)
 
     # ------------------------------------------------------------------------- checkpoints
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first (``.tmp-`` directories are never listed)."""
+        return sorted(self.output_dir.glob(f"{CHECKPOINT_PREFIX}*"),
+                      key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
     def last_checkpoint(self) -> Path | None:
-        found = sorted(self.output_dir.glob(f"{CHECKPOINT_PREFIX}*"),
-                       key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+        found = self.checkpoints()
         return found[-1] if found else None
 
     def save_checkpoint(self) -> Path:
@@ -211,9 +215,7 @@ class StackelbergPPOTrainer:
         return final
 
     def _prune_checkpoints(self) -> None:
-        found = sorted(self.output_dir.glob(f"{CHECKPOINT_PREFIX}*"),
-                       key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
-        for old in found[:-self.args.save_total_limit]:
+        for old in self.checkpoints()[:-self.args.save_total_limit]:
             shutil.rmtree(old)
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
