@@ -11,3 +11,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory) -> str:
+    """Directory of the tiny offline model (trainers.tiny), built once per test session."""
+    from trainers.tiny import build_tiny_model
+
+    model, _ = build_tiny_model(tmp_path_factory.mktemp("tiny-models"))
+    return model.name_or_path

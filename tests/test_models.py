@@ -14,7 +14,6 @@ from trainers.config import ROLES
 from trainers.encoding import encode_prompts
 from trainers.models import StackelbergPolicy, load_base_model, lora_config
 from trainers.pag import compile_action_grammar, replay_masks, token_logprobs
-from trainers.tiny import build_tiny_model
 
 K = 4
 SIZES = [(3, 4), (5, 2), (4, 8), (1, 1)]  # (I, N) per row
@@ -22,12 +21,6 @@ TEMPERATURE = 0.7
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="session")
-def tiny_path(tmp_path_factory):
-    model, _ = build_tiny_model(tmp_path_factory.mktemp("tiny-models"))
-    return model.name_or_path
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,14 @@ from textgame.metrics import summarize
 from textgame.policies import (
     DictatorFollower,
     MaxWeightLeader,
+    MixedFollower,
     RandomFollower,
     RandomLeader,
     RoundRobinLeader,
     SAlohaConfig,
     SAlohaFollower,
     make_follower,
+    legacy_mask,
     make_leader,
 )
 from textgame.runner import run_episodes
@@ -93,6 +95,26 @@ def test_dictator_transmits_its_dcm_bits_and_reports_its_buffer():
     bitmap, ucm = follower.act(follower_obs([[0, 2, 9]], np.zeros((1, 3, 2)), bits))
     assert bitmap.astype(int).tolist() == bits
     assert ucm.tolist() == [[0, 2, 3]]  # min(buffer, K - 1)
+
+
+def test_legacy_mask_takes_the_last_active_ues_by_rank():
+    active = np.array([[1, 1, 1, 1, 1], [1, 0, 1, 0, 1], [0, 1, 0, 0, 0]], dtype=bool)
+    assert legacy_mask(active, 2).astype(int).tolist() == [
+        [0, 0, 0, 1, 1], [0, 0, 1, 0, 1], [0, 1, 0, 0, 0]]  # env 2: its only UE is legacy
+    assert not legacy_mask(active, 0).any()
+    assert (legacy_mask(active, 9) == active).all()
+
+
+def test_mixed_follower_takes_each_ues_action_from_its_owner():
+    mixed = MixedFollower(DictatorFollower(), SAlohaFollower(SAlohaConfig(p0=1.0, floor=1.0)), 1)
+    mixed.reset(1, 3, 2, 4, np.random.default_rng(0))
+    bits = [[[0, 0], [1, 0], [0, 1]]]
+    bitmap, ucm = mixed.act(follower_obs([[5, 5, 5]], np.zeros((1, 3, 2)), bits))
+    # UEs 1-2 obey their DCM bits; UE 3 is legacy S-ALOHA with p = 1: sends on every RBG, UCM 0
+    assert bitmap.astype(int).tolist() == [[[0, 0], [1, 0], [1, 1]]]
+    assert ucm.tolist() == [[3, 3, 0]]
+    with pytest.raises(ConfigError, match="MixedFollower.n_legacy = -1"):
+        MixedFollower(DictatorFollower(), SAlohaFollower(), -1)
 
 
 def test_s_aloha_backs_off_on_collision_floors_and_resets_on_success():

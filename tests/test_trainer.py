@@ -38,7 +38,6 @@ from trainers.encoding import left_pad
 from trainers.hub import MODEL_CARD, policy_files
 from trainers.models import StackelbergPolicy
 from trainers.pag import replay_masks, token_logprobs
-from trainers.tiny import build_tiny_model
 from trainers.trainer import StackelbergPPOTrainer
 from trainers.update import _right_pad, minibatch_losses, ppo_update
 
@@ -56,12 +55,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="session")
-def tiny_path(tmp_path_factory) -> str:
-    model, _ = build_tiny_model(tmp_path_factory.mktemp("tiny-models"))
-    return model.name_or_path
 
 
 def run_config(tiny_path: str, output_dir: Path, **overrides) -> dict:

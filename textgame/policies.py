@@ -174,6 +174,43 @@ class SAlohaFollower(FollowerPolicy):
         return bitmap, np.zeros((self.n_envs, self.max_ues), dtype=np.int64)
 
 
+def legacy_mask(active: np.ndarray, n_legacy: int) -> np.ndarray:
+    """(B, I_max) bool: the last ``n_legacy`` active UEs of each env by rank (paper Table VII).
+
+    Legacy UEs run a rigid heuristic beside the agentic ones; when an env has fewer than
+    ``n_legacy`` active UEs, all of them are legacy.
+    """
+    rank = np.cumsum(active, axis=1)  # (B, I_max) 1-based rank of active slots
+    return active & (rank > active.sum(axis=1, keepdims=True) - n_legacy)
+
+
+class MixedFollower(FollowerPolicy):
+    """Agentic UEs beside ``n_legacy`` legacy UEs (paper App. C-A, Table VII).
+
+    Both policies see every UE's observation; each UE's action comes from the policy that owns
+    it (:func:`legacy_mask`). The legacy policy is S-ALOHA in the paper.
+    """
+
+    name = "mixed"
+
+    def __init__(self, agentic: FollowerPolicy, legacy: FollowerPolicy, n_legacy: int) -> None:
+        if isinstance(n_legacy, bool) or not isinstance(n_legacy, int) or n_legacy < 0:
+            _fail("MixedFollower", "n_legacy", n_legacy, "an integer >= 0")
+        self.agentic, self.legacy, self.n_legacy = agentic, legacy, n_legacy
+
+    def reset(self, n_envs, max_ues, n_rbgs, ucm_levels, rng) -> None:
+        super().reset(n_envs, max_ues, n_rbgs, ucm_levels, rng)
+        self.agentic.reset(n_envs, max_ues, n_rbgs, ucm_levels, rng)
+        self.legacy.reset(n_envs, max_ues, n_rbgs, ucm_levels, rng)
+
+    def act(self, obs: FollowerObs) -> tuple[np.ndarray, np.ndarray]:
+        bitmap, ucm = self.agentic.act(obs)
+        legacy_bitmap, legacy_ucm = self.legacy.act(obs)
+        legacy = legacy_mask(obs.active, self.n_legacy)  # (B, I_max)
+        return (np.where(legacy[..., None], legacy_bitmap, bitmap),
+                np.where(legacy, legacy_ucm, ucm))
+
+
 LEADERS: dict[str, type[LeaderPolicy]] = {
     cls.name: cls for cls in (MaxWeightLeader, RoundRobinLeader, RandomLeader, IdleLeader)}
 FOLLOWERS: dict[str, type[FollowerPolicy]] = {

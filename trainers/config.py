@@ -15,6 +15,7 @@ from typing import Any
 
 from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in
 from textgame.config import _fail as _fail_field
+from textgame.policies import FOLLOWERS
 from textgame.prompts import TextConfig
 
 ROLES = ("leader", "follower")
@@ -45,6 +46,15 @@ class StackelbergPPOConfig:
     pag_backend: str = _help(
         "PAG masking (SPEC §5): 'llguidance' (CFG, default), 'regex' (outlines_core DFA) or "
         "'none' (free generation, lenient parsing: the ablation).", default="llguidance")
+    follower_policy: str = _help(
+        "Who plays the UEs: 'llm' (the follower adapter, trained) or a textgame heuristic "
+        "follower ('dictator' = obedient UEs: the paper's Dictator ablation, leader trained "
+        "alone; 's_aloha'; 'random').", default="llm")
+    legacy_ues: int = _help(
+        "Legacy UEs per env beside the agentic ones (paper Table VII): the last this many "
+        "active UEs by rank play legacy_policy and are not trained.", default=0)
+    legacy_policy: str = _help("The legacy UEs' heuristic (paper App. B-C: S-ALOHA).",
+                               default="s_aloha")
 
     # ---------------------------------------------------------------------------- rollout
     n_envs: int = _help("B: environments simulated in lock step per process.", default=8)
@@ -131,6 +141,10 @@ class StackelbergPPOConfig:
         self.text_config()
         if self.pag_backend not in PAG_BACKENDS:
             _fail("pag_backend", self.pag_backend, f"one of {list(PAG_BACKENDS)}")
+        if self.follower_policy != "llm" and self.follower_policy not in FOLLOWERS:
+            _fail("follower_policy", self.follower_policy, f"'llm' or one of {sorted(FOLLOWERS)}")
+        if self.legacy_policy not in FOLLOWERS:
+            _fail("legacy_policy", self.legacy_policy, f"one of {sorted(FOLLOWERS)}")
         if self.expert_leader not in ("max_weight", "round_robin"):
             _fail("expert_leader", self.expert_leader, "'max_weight' or 'round_robin'")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -140,7 +154,7 @@ class StackelbergPPOConfig:
                      "expert_episodes", "eval_episodes", "log_every", "save_total_limit",
                      "gradient_accumulation_steps"):
             _int_at_least(OWNER, name, getattr(self, name), 1)
-        for name in ("history_ttis", "warmup_epochs", "eval_every", "save_every"):
+        for name in ("history_ttis", "legacy_ues", "warmup_epochs", "eval_every", "save_every"):
             _int_at_least(OWNER, name, getattr(self, name), 0)
         if self.episodes_per_epoch % self.n_envs:
             _fail("episodes_per_epoch", self.episodes_per_epoch,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from textgame.policies import FollowerPolicy, legacy_mask, make_follower
 from textgame.text_env import TextStackelbergEnv
 from trainers.config import StackelbergPPOConfig
 from trainers.pag import compile_action_grammar
@@ -59,6 +60,13 @@ def _unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[i
                                                            strict=True)]
 
 
+def _numeric_follower(config: StackelbergPPOConfig) -> FollowerPolicy | None:
+    """The heuristic that plays some or all UEs, or None when the LLM plays every UE."""
+    if config.follower_policy != "llm":
+        return make_follower(config.follower_policy)
+    return make_follower(config.legacy_policy) if config.legacy_ues else None
+
+
 class RolloutWorker:
     """Plays episodes of the text game with a :class:`StackelbergPolicy` and records decisions."""
 
@@ -71,6 +79,7 @@ class RolloutWorker:
         cell = self.scenario.cell
         self.n_rbgs, self.ucm_levels = cell.n_rbgs, cell.ucm_levels
         self.vocab_size = policy.vocab_size
+        self.numeric_follower = _numeric_follower(config)
 
     def grammar(self, role: str, n_ues: int):
         return compile_action_grammar(self.tokenizer, role, int(n_ues), self.n_rbgs,
@@ -98,11 +107,44 @@ class RolloutWorker:
         trace.rows += [(owner, tti) for owner in owners]
         return sample.texts
 
+    def _follow(self, prompts: list[str], n_active: np.ndarray, generator, temperature,
+                trace: _Trace, tti: int) -> tuple[list[str], np.ndarray]:
+        """Follower texts in ``follower_slots`` order and the indices the LLM answered.
+
+        UEs that a heuristic plays (all of them for ``follower_policy != 'llm'``, the legacy UEs
+        otherwise) answer with the heuristic's action as text; the rest are one LLM batch.
+        """
+        env, i_max = self.env, self.scenario.cell.max_ues
+        slots = env.follower_slots
+        texts: list[str] = [""] * len(slots)
+        llm = np.arange(len(slots))
+        if self.numeric_follower is not None:
+            obs = env.follower_obs
+            texts = env.follower_texts(*self.numeric_follower.act(obs))
+            if self.config.follower_policy != "llm":
+                llm = llm[:0]
+            else:
+                legacy = legacy_mask(obs.active, self.config.legacy_ues)  # (B, I_max)
+                llm = np.array([k for k, (b, i) in enumerate(slots) if not legacy[b, i]],
+                               dtype=np.int64)
+        if llm.size:
+            rows = [slots[k] for k in llm]
+            answers = self._decide("follower", [prompts[k] for k in llm],
+                                   [self.grammar("follower", n_active[b]) for b, _ in rows],
+                                   generator, temperature, trace,
+                                   [b * i_max + i for b, i in rows], tti)
+            for k, text in zip(llm, answers, strict=True):
+                texts[k] = text
+        return texts, llm
+
     def play(self, epoch: int, batch: int, temperature: float) -> tuple[dict, dict, dict]:
         """One batch of B episodes: (leader trace + GAE, follower trace + GAE, episode KPIs)."""
         env_seed, sample_seed = self.seeds(epoch, batch)
         generator = torch.Generator(self.policy.device).manual_seed(sample_seed)
-        env, i_max = self.env, self.scenario.cell.max_ues
+        env, cell = self.env, self.scenario.cell
+        if self.numeric_follower is not None:
+            self.numeric_follower.reset(env.n_envs, cell.max_ues, cell.n_rbgs, cell.ucm_levels,
+                                        np.random.default_rng(sample_seed))
         leader, follower = _Trace(), _Trace()
         prompts = env.reset(seed=env_seed)
         for tti in range(self.scenario.cell.episode_ttis):
@@ -111,13 +153,10 @@ class RolloutWorker:
             texts = self._decide("leader", prompts, grammars, generator, temperature, leader,
                                  list(range(env.n_envs)), tti)
             prompts = env.step_leader(texts)
-            slots = list(env.follower_slots)
-            grammars = [self.grammar("follower", n_active[b]) for b, _ in slots]
-            texts = self._decide("follower", prompts, grammars, generator, temperature,
-                                 follower, [b * i_max + i for b, i in slots], tti)
+            texts, llm = self._follow(prompts, n_active, generator, temperature, follower, tti)
             step = env.step_followers(texts)
             leader.rewards += step.leader_rewards.tolist()
-            follower.rewards += step.follower_rewards.tolist()
+            follower.rewards += step.follower_rewards[llm].tolist()
             prompts = step.leader_prompts
         return leader, follower, step.info["kpis"]
 
@@ -149,6 +188,8 @@ class RolloutWorker:
             kpis.append(episode_kpis)
             for role, trace, owners in (("leader", leader, self.env.n_envs),
                                         ("follower", follower, self.env.n_envs * i_max)):
+                if not trace.rows:  # heuristic UEs only: nothing to learn for this role
+                    continue
                 advantages, returns = self.advantages(trace, owners)
                 d = out[role]
                 d.prompts += trace.prompts

@@ -103,6 +103,8 @@ class StackelbergPPOTrainer:
         record: dict = {"epoch": epoch + 1, "temperature": leader.temperature}
         record.update(self._mean_kpis(kpis))
         for role, decisions in (("leader", leader), ("follower", follower)):
+            if role == "follower" and self.args.follower_policy != "llm":
+                continue  # Dictator ablation: heuristic UEs, the follower adapter stays as is
             stats = ppo_update(self.policy, role, decisions, self.optimizers[role], self.args,
                                self.accelerator, self.rng, self.eos, self.pad)
             record.update({f"{role}/{k}": v for k, v in self._mean_over_processes(stats).items()})

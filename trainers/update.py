@@ -77,6 +77,8 @@ def ppo_update(policy, role: str, d: Decisions, optimizer, config, accelerator,
     policy.eval()  # no dropout: the first pass recomputes the sampling log-probs exactly
     params = policy.role_parameters(role)
     n = len(d)
+    if n == 0 and accelerator.num_processes == 1:  # e.g. every UE of the batch was legacy
+        return {"decisions": 0.0}
     count = minibatch_count(n, config.minibatch_size, accelerator)
     totals: dict[str, float] = {}
     steps = 0
