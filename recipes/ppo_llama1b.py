@@ -4,9 +4,10 @@
     accelerate launch recipes/ppo_llama1b.py --config recipes/configs/llama1b_qlora.yaml
 
 Every field of ``StackelbergPPOConfig`` and TRL's ``ModelConfig`` can be set in the YAML file or
-on the command line (``--total_epochs 50``). ``model_name_or_path: tiny`` builds the offline tiny
-tokenizer and random Llama of ``trainers.tiny`` (no download). At the end the script prints the
-learning curve and the trained policy's KPIs next to S-ALOHA and Max-Weight on the same scenario.
+on the command line (``--total_epochs 50``). ``model_name_or_path: tiny`` (or ``vanilla``, the
+paper's scratch-trained transformer) builds an offline tokenizer and random Llama with
+``trainers.tiny`` (no download). At the end the script prints the learning curve and the trained
+policy's KPIs next to S-ALOHA and Max-Weight on the same scenario.
 """
 
 from __future__ import annotations
@@ -24,15 +25,17 @@ from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
 from trainers.config import StackelbergPPOConfig
 from trainers.models import StackelbergPolicy
-from trainers.tiny import build_tiny_model
+from trainers.tiny import RANDOM_MODELS, build_named_model
 from trainers.trainer import HEADLINE, StackelbergPPOTrainer
 
 BASELINES = {"S-ALOHA": ("idle", "s_aloha"), "Max-Weight": ("max_weight", "dictator")}
 
 
 def resolve_model(model_args: ModelConfig, args: StackelbergPPOConfig) -> None:
-    if model_args.model_name_or_path in (None, "tiny"):
-        _, tokenizer = build_tiny_model(Path(args.output_dir) / "tiny-model", seed=args.seed)
+    name = model_args.model_name_or_path or "tiny"
+    if name in RANDOM_MODELS:
+        _, tokenizer = build_named_model(name, Path(args.output_dir) / f"{name}-model",
+                                         seed=args.seed)
         model_args.model_name_or_path = tokenizer.name_or_path  # the cached directory
 
 

@@ -15,8 +15,8 @@ from textgame.policies import (
     RoundRobinLeader,
     SAlohaConfig,
     SAlohaFollower,
-    make_follower,
     legacy_mask,
+    make_follower,
     make_leader,
 )
 from textgame.runner import run_episodes

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from textgame.channel import MarkovChannel
-from textgame.config import CellConfig, ChannelConfig, ScenarioConfig, TrafficConfig
+from textgame.config import CellConfig, ChannelConfig, ConfigError, ScenarioConfig, TrafficConfig
 from textgame.simulator import COLLISION, ERASURE, IDLE, SUCCESS, UplinkSimulator
 
 D = 256  # SPEC default dPDU size
@@ -566,3 +566,26 @@ def test_initial_channel_law_is_the_dtmc_stationary_law():
     channel.reset(np.random.default_rng(0), (3000, 1))
     counts = np.bincount(channel.state.ravel(), minlength=3) / 3000
     assert np.all(np.abs(counts - 1 / 3) < 5 * math.sqrt(2 / 9 / 3000))
+
+
+def test_fixed_channels_and_initial_buffers_make_the_static_stress_test():
+    """Paper Table VIII: full buffers and fixed heterogeneous SE that never change."""
+    scenario = ScenarioConfig.from_dict({
+        "cell": {"ue_counts": [5]},
+        "traffic": {"bernoulli_rates": [0.0], "initial_dpdus": 30},
+        "channel": {"initial": "fixed", "fixed_states": [2, 1, 0], "stay_prob": 1.0}})
+    sim = UplinkSimulator(scenario, n_envs=2)
+    sim.reset(seed=3)
+    assert sim.buffers.count[:, :5].tolist() == [[30] * 5] * 2
+    assert sim.channel.state[:, :5].tolist() == [[2, 1, 0, 2, 1]] * 2
+    for _ in range(20):
+        sim.step(np.zeros((2, sim.max_ues, sim.n_rbgs), dtype=bool))
+    assert sim.channel.state[:, :5].tolist() == [[2, 1, 0, 2, 1]] * 2
+    assert sim.buffers.count[:, :5].tolist() == [[30] * 5] * 2  # no arrivals, nothing sent
+
+
+def test_fixed_states_are_validated():
+    with pytest.raises(ConfigError, match=r"ChannelConfig.fixed_states = \(3,\) is invalid"):
+        ScenarioConfig.from_dict({"channel": {"fixed_states": [3]}})
+    with pytest.raises(ConfigError, match="TrafficConfig.initial_dpdus = -1 is invalid"):
+        ScenarioConfig.from_dict({"traffic": {"initial_dpdus": -1}})

@@ -50,15 +50,21 @@ class MarkovChannel:
     def _draw_dwell(self, rng: np.random.Generator, shape) -> np.ndarray:
         return rng.uniform(self.config.dwell_min_ms, self.config.dwell_max_ms, size=shape)
 
+    def _draw_initial(self, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+        if self.config.initial == "fixed":  # slot i starts in fixed_states[i % len]
+            fixed = np.asarray(self.config.fixed_states)
+            return np.broadcast_to(fixed[np.arange(shape[1]) % len(fixed)], shape).copy()
+        return np.searchsorted(self._initial_cumulative, rng.random(shape), side="right")
+
     def reset(self, rng: np.random.Generator, shape: tuple[int, int]) -> None:
         """Draw q_0 for every slot; the CSI history starts filled with q_0."""
-        self.state = np.searchsorted(self._initial_cumulative, rng.random(shape), side="right")
+        self.state = self._draw_initial(rng, shape)
         self.dwell_ms = self._draw_dwell(rng, shape)
         self.history = np.repeat(self.state[..., None], self.depth, axis=-1)
 
     def refresh(self, rng: np.random.Generator, joined: np.ndarray, t: int) -> None:
         """Give the slots in ``joined`` (B, I_max) a fresh channel and CSI history."""
-        fresh = np.searchsorted(self._initial_cumulative, rng.random(joined.shape), side="right")
+        fresh = self._draw_initial(rng, joined.shape)
         self.state = np.where(joined, fresh, self.state)
         self.dwell_ms = np.where(joined, self._draw_dwell(rng, joined.shape), self.dwell_ms)
         self.history = np.where(joined[..., None], self.state[..., None], self.history)

@@ -135,6 +135,9 @@ class TrafficConfig:
     """Bursty UE: length of the OFF period in TTIs (eq. 49)."""
     burst_dpdus: int = 4
     """S: dPDUs emitted at the start of every ON period (eq. 49)."""
+    initial_dpdus: int = 0
+    """dPDUs already in every UE's buffer at reset (born at TTI 0); the paper's stress test
+    (Table VIII) starts with large buffers."""
 
     def __post_init__(self) -> None:
         o = "TrafficConfig"
@@ -154,6 +157,7 @@ class TrafficConfig:
         _int_at_least(o, "on_ttis", self.on_ttis, 1)
         _int_at_least(o, "off_ttis", self.off_ttis, 0)
         _int_at_least(o, "burst_dpdus", self.burst_dpdus, 1)
+        _int_at_least(o, "initial_dpdus", self.initial_dpdus, 0)
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,10 @@ class ChannelConfig:
     csi_delay_ttis: int = 1
     """delta: the BS sees q_{t - delta} (held at q_0 for t < delta)."""
     initial: str = "stationary"
-    """Initial state distribution: 'stationary' (of the DTMC) or 'uniform'."""
+    """Initial state law: 'stationary' (of the DTMC), 'uniform', or 'fixed' (fixed_states)."""
+    fixed_states: tuple[int, ...] = (2, 1, 0)
+    """With initial='fixed': the start state of UE slot i is ``fixed_states[i % len]`` (0 poor,
+    1 medium, 2 good); with stay_prob = 1 the channels never change (paper Table VIII)."""
 
     def __post_init__(self) -> None:
         o = "ChannelConfig"
@@ -187,8 +194,13 @@ class ChannelConfig:
             _fail(o, "dwell_max_ms", self.dwell_max_ms, f">= dwell_min_ms ({self.dwell_min_ms})")
         _real_in(o, "stay_prob", self.stay_prob, 0.0, 1.0)
         _int_at_least(o, "csi_delay_ttis", self.csi_delay_ttis, 0)
-        if self.initial not in ("stationary", "uniform"):
-            _fail(o, "initial", self.initial, "'stationary' or 'uniform'")
+        if self.initial not in ("stationary", "uniform", "fixed"):
+            _fail(o, "initial", self.initial, "'stationary', 'uniform' or 'fixed'")
+        f = self.fixed_states
+        if (not isinstance(f, Sequence) or isinstance(f, str) or len(f) == 0
+                or any(isinstance(x, bool) or x not in (0, 1, 2) for x in f)):
+            _fail(o, "fixed_states", f, "a non-empty list of channel states 0, 1 or 2")
+        object.__setattr__(self, "fixed_states", tuple(int(x) for x in f))
 
     def transition_matrix(self) -> list[list[float]]:
         """3x3 DTMC matrix: stay with ``stay_prob``, neighbours share the rest (eq. 46)."""

@@ -83,6 +83,7 @@ class UplinkSimulator:
         self.traffic.reset(self.rng, b)
         self.channel.reset(self.rng, (b, i_max))
         self.buffers = FifoBuffers(b, i_max, self.cell.buffer_dpdus, self.cell.dpdu_bits)
+        self.buffers.push(self.active * self.scenario.traffic.initial_dpdus, 0)  # Table VIII
         self.t = 0
         self._open_tti()
 

@@ -119,3 +119,20 @@ def build_tiny_model(cache_dir: str | os.PathLike, *, vocab_size: int = 1000,
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     return model.eval(), tokenizer
+
+
+# Named random-weight models built offline: ``model_name_or_path: tiny`` or ``vanilla``.
+RANDOM_MODELS: dict[str, dict] = {
+    "tiny": {},  # tests and the smoke recipe: hidden 64, 2 layers, 4 heads
+    # The paper's "vanilla transformer" (App. B-F, Table IX: 6.4M parameters, 8 heads): a causal
+    # LM trained from scratch on game text. Width and depth were lost in extraction; these
+    # (assumed) give 6.6M parameters with the tiny tokenizer (512 output rows).
+    "vanilla": {"hidden_size": 256, "layers": 6, "heads": 8},
+}
+
+
+def build_named_model(name: str, cache_dir: str | os.PathLike, seed: int = 0):
+    """``(model, tokenizer)`` of a :data:`RANDOM_MODELS` entry, cached under ``cache_dir``."""
+    if name not in RANDOM_MODELS:
+        raise ValueError(f"random model {name!r} is unknown; allowed: {sorted(RANDOM_MODELS)}")
+    return build_tiny_model(cache_dir, seed=seed, **RANDOM_MODELS[name])
