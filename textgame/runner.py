@@ -13,6 +13,21 @@ from textgame.metrics import EpisodeKPIs
 from textgame.policies import FollowerPolicy, LeaderPolicy
 
 
+def batch_seeds(episodes: int, n_envs: int, seed: int = 0,
+                ) -> list[tuple[int, np.random.SeedSequence, np.random.SeedSequence]]:
+    """(envs, game seed, policy seed) of each lock-step batch that plays ``episodes`` episodes.
+
+    Any runner that plays a policy on the same (episodes, n_envs, seed) with these seeds meets
+    the same environments (common random numbers across policies, LLM ones included).
+    """
+    n_batches = math.ceil(episodes / n_envs)
+    out = []
+    for k, batch_seed in enumerate(np.random.SeedSequence(seed).spawn(n_batches)):
+        game_seed, policy_seed = batch_seed.spawn(2)
+        out.append((min(n_envs, episodes - k * n_envs), game_seed, policy_seed))
+    return out
+
+
 def run_episodes(scenario: ScenarioConfig, leader: LeaderPolicy, follower: FollowerPolicy,
                  episodes: int, n_envs: int = 64, seed: int = 0,
                  on_batch: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
@@ -26,13 +41,8 @@ def run_episodes(scenario: ScenarioConfig, leader: LeaderPolicy, follower: Follo
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes = {episodes!r} is invalid; allowed: an integer >= 1")
     cell = scenario.cell
-    n_batches = math.ceil(episodes / n_envs)
-    seeds = np.random.SeedSequence(seed).spawn(n_batches)
     results: dict[str, list[np.ndarray]] = {}
-    remaining = episodes
-    for batch_seed in seeds:
-        b = min(n_envs, remaining)
-        game_seed, policy_seed = batch_seed.spawn(2)
+    for b, game_seed, policy_seed in batch_seeds(episodes, n_envs, seed):
         game = StackelbergGame(scenario, b)
         kpis = EpisodeKPIs(cell, b)
         policy_rng = np.random.default_rng(policy_seed)
@@ -48,7 +58,6 @@ def run_episodes(scenario: ScenarioConfig, leader: LeaderPolicy, follower: Follo
             obs = step.leader_obs
         for kpi, values in kpis.result().items():
             results.setdefault(kpi, []).append(values)
-        remaining -= b
         if on_batch is not None:
             on_batch(b)
     return {kpi: np.concatenate(v) for kpi, v in results.items()}

@@ -33,6 +33,7 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 VALUE_HEADS = "value_heads.safetensors"
 VALUE_HEADS_CONFIG = "value_heads.json"
 MODEL_CARD = "README.md"
+TRAINER_CONFIG = "trainer_config.json"  # the StackelbergPPOConfig a policy was trained with
 TAGS = ("agentic-mac", "reinforcement-learning", "wireless", "mac-protocol", "stackelberg", "ppo",
         "lora")
 DEFAULT_COMMIT_MESSAGE = "Upload Stackelberg PPO adapters, value heads and model card"
@@ -158,12 +159,27 @@ def _escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _config_yaml(config: StackelbergPPOConfig) -> str:
-    # A JSON round trip turns tuples, Paths and numpy scalars into plain YAML-safe values.
+def _plain_config(config: StackelbergPPOConfig) -> dict[str, Any]:
+    # A JSON round trip turns tuples, Paths and numpy scalars into plain JSON/YAML values.
     fields = {name: value for name, value in asdict(config).items()
               if not _SECRET_FIELD.search(name)}
-    plain = json.loads(json.dumps(fields, default=str))
-    return yaml.safe_dump(plain, sort_keys=False, allow_unicode=True)
+    return json.loads(json.dumps(fields, default=str))
+
+
+def _config_yaml(config: StackelbergPPOConfig) -> str:
+    return yaml.safe_dump(_plain_config(config), sort_keys=False, allow_unicode=True)
+
+
+def write_trainer_config(folder: str | Path, config: StackelbergPPOConfig) -> None:
+    """Save the training config beside a policy: evaluation replays its text layer and UEs."""
+    text = json.dumps(_plain_config(config), indent=2) + "\n"
+    (Path(folder) / TRAINER_CONFIG).write_text(text, encoding="utf-8")
+
+
+def read_trainer_config(folder: str | Path) -> dict[str, Any] | None:
+    """The config :func:`write_trainer_config` saved in ``folder``, or None (older policies)."""
+    path = Path(folder) / TRAINER_CONFIG
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 # ------------------------------------------------------------------------------ transfer
@@ -186,7 +202,8 @@ def push_to_hub(folder: str | Path, repo_id: str, *, base_model: str,
     logger.info("Pushing %s to %s (private=%s)", folder, repo_id, private)
     _scrubbed(token, api.create_repo, repo_id, private=private, exist_ok=True, token=token)
     commit = _scrubbed(token, api.upload_folder, repo_id=repo_id, folder_path=folder, token=token,
-                       allow_patterns=[*policy_files(), MODEL_CARD], commit_message=commit_message)
+                       allow_patterns=[*policy_files(), MODEL_CARD, TRAINER_CONFIG],
+                       commit_message=commit_message)
     logger.info("Pushed %s", commit.commit_url)
     return commit.commit_url
 
@@ -204,7 +221,7 @@ def download(repo_id_or_path: str | Path, *, revision: str | None = None,
                          "('namespace/name')")
     snapshot = _scrubbed(token, snapshot_download, text, revision=revision, token=token,
                          cache_dir=cache_dir, endpoint=endpoint,
-                         allow_patterns=[*policy_files(), MODEL_CARD])
+                         allow_patterns=[*policy_files(), MODEL_CARD, TRAINER_CONFIG])
     return check_layout(snapshot)
 
 

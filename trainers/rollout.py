@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from textgame.policies import FollowerPolicy, legacy_mask, make_follower
+from textgame.policies import FollowerPolicy, MixedFollower, legacy_mask, make_follower
 from textgame.text_env import TextStackelbergEnv
 from trainers.config import StackelbergPPOConfig
 from trainers.pag import compile_action_grammar
@@ -62,9 +62,11 @@ def _unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[i
 
 def _numeric_follower(config: StackelbergPPOConfig) -> FollowerPolicy | None:
     """The heuristic that plays some or all UEs, or None when the LLM plays every UE."""
-    if config.follower_policy != "llm":
-        return make_follower(config.follower_policy)
-    return make_follower(config.legacy_policy) if config.legacy_ues else None
+    legacy = make_follower(config.legacy_policy) if config.legacy_ues else None
+    if config.follower_policy == "llm":
+        return legacy
+    ues = make_follower(config.follower_policy)
+    return ues if legacy is None else MixedFollower(ues, legacy, config.legacy_ues)
 
 
 class RolloutWorker:
@@ -137,9 +139,14 @@ class RolloutWorker:
                 texts[k] = text
         return texts, llm
 
-    def play(self, epoch: int, batch: int, temperature: float) -> tuple[dict, dict, dict]:
-        """One batch of B episodes: (leader trace + GAE, follower trace + GAE, episode KPIs)."""
-        env_seed, sample_seed = self.seeds(epoch, batch)
+    def play(self, epoch: int, batch: int, temperature: float,
+             seeds: tuple | None = None) -> tuple[_Trace, _Trace, dict]:
+        """One batch of B episodes: (leader trace, follower trace, episode KPIs).
+
+        ``seeds`` = (environment seed, sampling seed) overrides :meth:`seeds` (evaluation plays
+        the environments of :func:`textgame.runner.batch_seeds`).
+        """
+        env_seed, sample_seed = seeds or self.seeds(epoch, batch)
         generator = torch.Generator(self.policy.device).manual_seed(sample_seed)
         env, cell = self.env, self.scenario.cell
         if self.numeric_follower is not None:

@@ -30,6 +30,7 @@ from textgame.metrics import summarize
 from trainers.chat import chat_render
 from trainers.config import ROLES, StackelbergPPOConfig
 from trainers.encoding import PromptEncoder
+from trainers.hub import write_trainer_config
 from trainers.ppo import cosine_lr_scheduler
 from trainers.rollout import RolloutWorker
 from trainers.update import ppo_update
@@ -249,6 +250,7 @@ class StackelbergPPOTrainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             self.policy.save_adapters(directory)
+            write_trainer_config(directory, self.args)
         self.accelerator.wait_for_everyone()
         return directory
 

@@ -1,0 +1,219 @@
+"""The evaluation suite (trainers/evaluation.py, trainers/report.py, recipes/evaluate.py): the
+paper's scenarios, policy specs, common random numbers, LLM policies end to end, tables, figures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from trl import ModelConfig
+
+from textgame.policies import make_follower, make_leader
+from textgame.runner import run_episodes
+from trainers.config import StackelbergPPOConfig
+from trainers.evaluation import (
+    LEGACY_LOADS,
+    LEGACY_MIXES,
+    TBLERS,
+    TRAFFIC_CASES,
+    Evaluator,
+    PolicySpec,
+    parse_policy,
+    suite_cases,
+)
+from trainers.hub import write_trainer_config
+from trainers.models import StackelbergPolicy
+from trainers.report import markdown, plot_sweep, plot_training, to_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+SHORT = {"cell": {"episode_ttis": 4}}  # a short base scenario: every suite keeps T = 4
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# ----------------------------------------------------------------------------------- suites
+def test_ue_suite_is_i_2_to_10_at_n_4():
+    cases = suite_cases("ues")
+    assert [c.x for c in cases] == list(range(2, 11))
+    assert [c.scenario.cell.ue_counts for c in cases] == [(i,) for i in range(2, 11)]
+    assert {c.scenario.cell.n_rbgs for c in cases} == {4}
+    assert [c.scenario.cell.max_ues for c in cases] == list(range(2, 11))
+
+
+def test_rbg_and_tbler_suites_hold_five_ues():
+    rbgs = suite_cases("rbgs")
+    assert [c.scenario.cell.n_rbgs for c in rbgs] == [3, 4, 5, 6, 7, 8]
+    tbler = suite_cases("tbler")
+    assert [c.scenario.cell.tbler for c in tbler] == list(TBLERS)
+    assert {c.scenario.cell.ue_counts for c in rbgs + tbler} == {(5,)}
+
+
+def test_traffic_suite_is_table_iii():
+    cases = suite_cases("traffic")
+    assert [c.label for c in cases] == list(TRAFFIC_CASES)
+    assert cases[0].scenario.traffic.models == ("bernoulli",) * 5
+    assert cases[5].scenario.traffic.models == ("bernoulli",) * 3 + ("periodic", "bursty")
+    assert cases[6].scenario.traffic.models == ("bernoulli", "periodic", "periodic", "bursty",
+                                                "bursty")
+
+
+def test_legacy_suite_is_table_vii():
+    cases = suite_cases("legacy")
+    assert len(cases) == len(LEGACY_LOADS) * len(LEGACY_MIXES) == 15
+    assert [c.legacy_ues for c in cases[:5]] == [0, 1, 2, 4, 5]
+    assert [c.scenario.traffic.bernoulli_rates for c in cases[::5]] == [(x,) for x in
+                                                                       LEGACY_LOADS]
+
+
+def test_stress_suite_has_full_buffers_and_fixed_channels():
+    (case,) = suite_cases("stress")
+    s = case.scenario
+    assert s.traffic.initial_dpdus == 100 and s.traffic.bernoulli_rates == (1.0,)
+    assert s.channel.initial == "fixed" and s.channel.stay_prob == 1.0
+
+
+def test_suites_keep_the_base_scenario_and_reject_unknown_names():
+    assert {c.scenario.cell.episode_ttis for c in suite_cases("ues", SHORT)} == {4}
+    with pytest.raises(ValueError, match="suite 'nope' is unknown"):
+        suite_cases("nope")
+
+
+# ------------------------------------------------------------------------------- policy specs
+def test_policy_specs_parse_heuristics_marl_and_llm():
+    assert parse_policy("max_weight/dictator") == PolicySpec(
+        "max_weight/dictator", "heuristic", "max_weight", "dictator")
+    assert parse_policy("S-ALOHA=idle/s_aloha").label == "S-ALOHA"
+    spec = parse_policy("MAPPO-S=marl:runs/mappo-I{ues}-N{rbgs}/final")
+    assert (spec.kind, spec.label) == ("marl", "MAPPO-S")
+    assert spec.path_for(suite_cases("ues")[3]) == "runs/mappo-I5-N4/final"
+    assert parse_policy("llm:user/agentic-mac").path == "user/agentic-mac"
+
+
+@pytest.mark.parametrize("text", ["max_weight", "max_weight/nobody", "llm:", "boss/dictator"])
+def test_bad_policy_specs_name_the_choices(text):
+    with pytest.raises(ValueError, match="is invalid|needs a directory"):
+        parse_policy(text)
+
+
+# --------------------------------------------------------------------------------- evaluator
+def test_heuristics_meet_the_same_environments_as_run_episodes():
+    case = suite_cases("ues", SHORT)[3]
+    result = Evaluator(episodes=10, n_envs=4, seed=7).run(parse_policy("max_weight/dictator"),
+                                                           case)
+    direct = run_episodes(case.scenario, make_leader("max_weight", case.scenario.cell),
+                          make_follower("dictator"), 10, 4, seed=7)
+    for kpi, values in direct.items():
+        np.testing.assert_array_equal(result[kpi], values)
+
+
+def test_legacy_ues_raise_collisions_for_obedient_schedules():
+    """Max-Weight + Dictator never collides; S-ALOHA legacy UEs among them do."""
+    cases = {c.legacy_ues: c for c in suite_cases("legacy", SHORT)[:5]}
+    evaluator = Evaluator(episodes=16, n_envs=8)
+    spec = parse_policy("max_weight/dictator")
+    assert (evaluator.run(spec, cases[0])["collision_rate"] == 0).all()
+    assert evaluator.run(spec, cases[2])["collision_rate"].mean() > 0
+
+
+@pytest.fixture(scope="module")
+def llm_dir(tiny_path, tmp_path_factory) -> Path:
+    """An untrained policy saved like trainer.save_model does (adapters, heads, config)."""
+    folder = tmp_path_factory.mktemp("llm-policy")
+    config = StackelbergPPOConfig(value_head_hidden=16)
+    policy = StackelbergPolicy.from_model_config(
+        ModelConfig(model_name_or_path=tiny_path, lora_r=4, lora_alpha=8), config)
+    policy.save_adapters(folder)
+    write_trainer_config(folder, config)
+    return folder
+
+
+def test_llm_policies_play_every_episode_with_valid_actions(llm_dir):
+    evaluator = Evaluator(episodes=5, n_envs=2)
+    case = suite_cases("ues", SHORT)[1]  # I = 3
+    result = evaluator.run(parse_policy(f"llm:{llm_dir}"), case)
+    assert {len(v) for v in result.values()} == {5}  # batches 2 + 2 + 1
+    assert (result["invalid_action_rate"] == 0).all()  # PAG: every action parses
+    again = Evaluator(episodes=5, n_envs=2).run(parse_policy(f"llm:{llm_dir}"), case)
+    for kpi in result:
+        np.testing.assert_array_equal(result[kpi], again[kpi])  # seeded sampling
+
+
+def test_llm_evaluation_plays_the_ues_as_trained(llm_dir, tmp_path):
+    """A Dictator-ablation policy is evaluated with obedient UEs: no collisions, ever."""
+    folder = tmp_path / "dictator"
+    folder.mkdir()
+    for item in llm_dir.iterdir():
+        (folder / item.name).symlink_to(item)
+    (folder / "trainer_config.json").unlink()
+    write_trainer_config(folder, StackelbergPPOConfig(follower_policy="dictator",
+                                                      value_head_hidden=16))
+    result = Evaluator(episodes=4, n_envs=4).run(parse_policy(f"llm:{folder}"),
+                                                 suite_cases("ues", SHORT)[3])
+    assert (result["collision_rate"] == 0).all()
+
+
+# ------------------------------------------------------------------------- tables, figures
+def rows_of(evaluator, specs, suite):
+    from textgame.metrics import summarize
+
+    return [{"policy": s.label, "suite": c.suite, "case": c.label, "x": c.x,
+             "kpis": summarize([evaluator.run(s, c)])}
+            for c in suite_cases(suite, SHORT) for s in specs]
+
+
+def test_tables_have_a_line_per_policy_and_case():
+    specs = [parse_policy("MW=max_weight/dictator"), parse_policy("idle/s_aloha")]
+    rows = rows_of(Evaluator(episodes=4, n_envs=4), specs, "rbgs")
+    table = markdown(rows)
+    assert table.count("| N=") == 12 and "| MW |" in table
+    records = list(csv.DictReader(io.StringIO(to_csv(rows))))
+    assert len(records) == 12
+    assert float(records[0]["throughput_mbps_n"]) == 4.0
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, path
+
+
+def test_sweep_and_training_figures_are_written(tmp_path):
+    rows = rows_of(Evaluator(episodes=4, n_envs=4), [parse_policy("max_weight/dictator")],
+                   "tbler")
+    assert_png(plot_sweep(rows, "tbler", tmp_path / "tbler.png"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": e, "leader_utility": 0.3 + 0.01 * e, "follower_utility": 0.2})
+        + "\n" for e in range(1, 6)))
+    assert_png(plot_training({"run": run}, tmp_path / "training.png"))
+    with pytest.raises(ValueError, match="no metrics.jsonl"):
+        plot_training({"x": tmp_path}, tmp_path / "t.png")
+
+
+def test_evaluate_recipe_end_to_end(llm_dir, tmp_path):
+    config = tmp_path / "short.yaml"
+    config.write_text(yaml.safe_dump({"scenario": {"cell": {"episode_ttis": 3}}}))
+    out = tmp_path / "eval"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "evaluate.py"), "--suites", "rbgs",
+         "--episodes", "2", "--envs", "2", "--config", str(config), "--no-progress",
+         "--policies", "MW=max_weight/dictator", f"LLM=llm:{llm_dir}",
+         "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+             "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| N=8 | LLM |" in proc.stdout
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == 12
+    assert_png(out / "rbgs.png")
+    bad = subprocess.run([sys.executable, str(ROOT / "recipes" / "evaluate.py"), "--policies",
+                          "boss/dictator"], capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert bad.returncode == 2 and "policy 'boss/dictator' is invalid" in bad.stderr

@@ -1,0 +1,236 @@
+"""Evaluation of any policy on the paper's fixed scenarios (paper §V, App. C; SPEC §3, §8).
+
+A *suite* is a list of :class:`Case` (one scenario each, built from a base scenario):
+
+- ``ues``: I = 2..10 at N = 4 (Figs. 5 and 9);      - ``rbgs``: N = 3..8 at I = 5 (Fig. 8);
+- ``tbler``: residual TBLER 0..0.5 at I = 5;         - ``traffic``: the seven cases of Table III;
+- ``legacy``: agentic + legacy (S-ALOHA) UE mixes at three loads (Table VII);
+- ``stress``: the static stress test of Table VIII (full buffers, fixed heterogeneous channels).
+
+A *policy spec* names what plays (:func:`parse_policy`), optionally as ``label=spec``:
+
+- ``max_weight/dictator``: a textgame heuristic leader / follower pair;
+- ``marl:DIR``: a MAPPO or G-MAC checkpoint of :mod:`trainers.marl`; ``{ues}`` and ``{rbgs}``
+  in DIR are filled per case, so ``marl:runs/mappo-s-I{ues}`` is MAPPO-S (retrained per I);
+- ``llm:DIR_OR_REPO``: Stackelberg PPO adapters (``trainer.save_model`` or the Hub) on their base
+  model; the UEs are played as in training (LLM, or the Dictator ablation's obedient UEs).
+
+Every policy meets the same environment seeds in a case (common random numbers), so differences
+between policies are not sampling noise of the scenarios.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from textgame.config import ScenarioConfig
+from textgame.policies import (
+    FOLLOWERS,
+    LEADERS,
+    MixedFollower,
+    make_follower,
+    make_leader,
+)
+from textgame.runner import batch_seeds, run_episodes
+
+SUITES = ("ues", "rbgs", "tbler", "traffic", "legacy", "stress")
+TBLERS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
+# Table III: B Bernoulli, P periodic, O bursty on-off; models go to UE slots in this order.
+TRAFFIC_CASES = {"Case 1 (5B)": "BBBBB", "Case 2 (3B/2P)": "BBBPP", "Case 3 (2B/3P)": "BBPPP",
+                 "Case 4 (3B/2O)": "BBBOO", "Case 5 (2B/3O)": "BBOOO",
+                 "Case 6 (3B/1P/1O)": "BBBPO", "Case 7 (1B/2P/2O)": "BPPOO"}
+_MODELS = {"B": "bernoulli", "P": "periodic", "O": "bursty"}
+LEGACY_LOADS = (0.2, 0.5, 0.8)  # Table VII's three loads (values lost; assumed = SPEC's lambdas)
+LEGACY_MIXES = (0, 1, 2, 4, 5)  # legacy UEs among 5: 5 agentic, 4+1, 3+2, 1+4, 5 legacy
+
+
+@dataclass(frozen=True)
+class Case:
+    """One scenario of a suite; ``x`` is its value on the suite's axis (figures)."""
+
+    suite: str
+    label: str
+    x: float | str
+    scenario: ScenarioConfig
+    legacy_ues: int = 0
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    out = copy.deepcopy(base)
+    for section, values in changes.items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def _fixed_ues(n: int) -> dict:
+    return {"ue_counts": [n], "ue_probs": None, "max_ues": None}
+
+
+def suite_cases(suite: str, base: dict | ScenarioConfig | None = None) -> list[Case]:
+    """The cases of ``suite`` on top of ``base`` (a scenario or its mapping; None = SPEC)."""
+    if suite not in SUITES:
+        raise ValueError(f"suite {suite!r} is unknown; allowed: {list(SUITES)}")
+    if isinstance(base, ScenarioConfig):
+        base = base.to_dict()
+    base = ScenarioConfig.from_dict(base).to_dict()  # validates and fills every field
+
+    def case(label, x, changes, legacy=0) -> Case:
+        return Case(suite, label, x, ScenarioConfig.from_dict(_merge(base, changes)), legacy)
+
+    if suite == "ues":
+        return [case(f"I={i}", i, {"cell": {**_fixed_ues(i), "n_rbgs": 4}}) for i in range(2, 11)]
+    if suite == "rbgs":
+        return [case(f"N={n}", n, {"cell": {**_fixed_ues(5), "n_rbgs": n}}) for n in range(3, 9)]
+    if suite == "tbler":
+        return [case(f"TBLER={p:g}", p, {"cell": {**_fixed_ues(5), "tbler": p}}) for p in TBLERS]
+    if suite == "traffic":
+        return [case(name, name, {"cell": _fixed_ues(5),
+                                  "traffic": {"models": [_MODELS[c] for c in code]}})
+                for name, code in TRAFFIC_CASES.items()]
+    if suite == "legacy":
+        return [case(f"{5 - k} agentic + {k} legacy, lambda={lam:g}", f"{5 - k}A+{k}L",
+                     {"cell": _fixed_ues(5), "traffic": {"bernoulli_rates": [lam]}}, legacy=k)
+                for lam in LEGACY_LOADS for k in LEGACY_MIXES]
+    # Table VIII: five UEs that always have data, on fixed channels poor..good that never move.
+    return [case("stress", "stress", {
+        "cell": _fixed_ues(5),
+        "traffic": {"models": ["bernoulli"], "bernoulli_rates": [1.0], "initial_dpdus": 100},
+        "channel": {"initial": "fixed", "fixed_states": [2, 1, 0, 2, 0], "stay_prob": 1.0}})]
+
+
+# ------------------------------------------------------------------------------ policy specs
+@dataclass(frozen=True)
+class PolicySpec:
+    label: str
+    kind: str  # "heuristic", "marl" or "llm"
+    leader: str = ""
+    follower: str = ""
+    path: str = ""
+
+    def path_for(self, case: Case) -> str:
+        """``path`` with ``{ues}`` / ``{rbgs}`` filled from the case (MAPPO-S: one run per I)."""
+        cell = case.scenario.cell
+        return self.path.format(ues=cell.max_ues, rbgs=cell.n_rbgs)
+
+
+def parse_policy(text: str) -> PolicySpec:
+    """``[label=]leader/follower`` | ``[label=]marl:DIR`` | ``[label=]llm:DIR_OR_REPO``."""
+    label, _, spec = text.rpartition("=") if "=" in text.split(":", 1)[0] else ("", "", text)
+    kind, sep, path = spec.partition(":")
+    if sep and kind in ("marl", "llm"):
+        if not path:
+            raise ValueError(f"policy {text!r}: {kind}: needs a directory or Hub id")
+        return PolicySpec(label or spec, kind, path=path)
+    leader, sep, follower = spec.partition("/")
+    if not sep or leader not in LEADERS or follower not in FOLLOWERS:
+        raise ValueError(f"policy {text!r} is invalid; allowed: 'LEADER/FOLLOWER' with LEADER in "
+                         f"{sorted(LEADERS)} and FOLLOWER in {sorted(FOLLOWERS)}, 'marl:DIR' or "
+                         "'llm:DIR_OR_REPO', each optionally prefixed by 'label='")
+    return PolicySpec(label or spec, "heuristic", leader, follower)
+
+
+# -------------------------------------------------------------------------------- evaluator
+@dataclass
+class Evaluator:
+    """Runs policy specs on cases: ``episodes`` per (policy, case), in batches of ``n_envs``."""
+
+    episodes: int = 64
+    n_envs: int = 16
+    seed: int = 0
+    device: str | None = None
+    base_model: str | None = None  # override of an LLM policy's base model (name or path)
+    _llm: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("episodes", "n_envs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Evaluator.{name} = {value!r} is invalid; allowed: an integer "
+                                 ">= 1")
+
+    def run(self, spec: PolicySpec, case: Case,
+            on_batch: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+        """``{kpi: (episodes,) array}`` of ``spec`` playing ``case``."""
+        if spec.kind == "llm":
+            return self._run_llm(spec, case, on_batch)
+        if spec.kind == "marl":
+            from trainers.marl import load_marl_policies
+
+            leader, follower = load_marl_policies(spec.path_for(case), device=self.device)
+        else:
+            leader = make_leader(spec.leader, case.scenario.cell)
+            follower = make_follower(spec.follower)
+        if case.legacy_ues:
+            follower = MixedFollower(follower, make_follower("s_aloha"), case.legacy_ues)
+        return run_episodes(case.scenario, leader, follower, self.episodes,
+                            min(self.n_envs, self.episodes), self.seed, on_batch)
+
+    # ----------------------------------------------------------------------------- LLM
+    def _load_llm(self, path: str):
+        """(policy, tokenizer, training config dict) of an LLM policy, loaded once."""
+        if path not in self._llm:
+            import json
+
+            from transformers import AutoTokenizer
+
+            from trainers.hub import download, read_trainer_config
+            from trainers.models import StackelbergPolicy
+
+            folder = download(path)
+            adapter = json.loads((folder / "leader" / "adapter_config.json").read_text())
+            base = self.base_model or adapter.get("base_model_name_or_path")
+            if not base:
+                raise ValueError(f"{path}: the adapters do not name their base model; pass "
+                                 "base_model")
+            policy = StackelbergPolicy.from_pretrained(base, folder).eval()
+            if self.device:
+                policy.to(self.device)
+            tokenizer = AutoTokenizer.from_pretrained(base)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            self._llm[path] = (policy, tokenizer, read_trainer_config(folder) or {})
+        return self._llm[path]
+
+    def _run_llm(self, spec: PolicySpec, case: Case, on_batch) -> dict[str, np.ndarray]:
+        import torch
+
+        from trainers.chat import chat_render
+        from trainers.config import StackelbergPPOConfig
+        from trainers.encoding import PromptEncoder
+        from trainers.rollout import RolloutWorker
+
+        policy, tokenizer, trained = self._load_llm(spec.path_for(case))
+        keep = ("history_ttis", "use_chat_template", "pag_backend", "temperature_end",
+                "follower_policy", "legacy_policy", "value_head_hidden")
+        workers: dict[int, RolloutWorker] = {}
+
+        def worker(size: int) -> RolloutWorker:  # one per batch size: B shapes every draw
+            if size not in workers:
+                config = StackelbergPPOConfig(
+                    **{k: trained[k] for k in keep if k in trained},
+                    scenario=case.scenario.to_dict(), n_envs=size, episodes_per_epoch=size,
+                    legacy_ues=case.legacy_ues, seed=self.seed,
+                    output_dir=str(Path("runs") / "evaluate"))
+                render = chat_render(tokenizer) if config.use_chat_template else None
+                workers[size] = RolloutWorker(policy, tokenizer, PromptEncoder(tokenizer),
+                                              config, render)
+            return workers[size]
+
+        results: dict[str, list[np.ndarray]] = {}
+        with torch.no_grad():
+            for k, (size, game_seed, policy_seed) in enumerate(
+                    batch_seeds(self.episodes, min(self.n_envs, self.episodes), self.seed)):
+                sample_seed = int(policy_seed.generate_state(1)[0])
+                play = worker(size)
+                _, _, kpis = play.play(0, k, play.config.temperature_end,
+                                       (game_seed, sample_seed))
+                for kpi, values in kpis.items():
+                    results.setdefault(kpi, []).append(np.asarray(values))
+                if on_batch is not None:
+                    on_batch(size)
+        return {kpi: np.concatenate(v) for kpi, v in results.items()}

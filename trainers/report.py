@@ -1,0 +1,126 @@
+"""Tables and figures of an evaluation (recipes/evaluate.py): markdown, CSV and matplotlib PNGs.
+
+A *row* is one (policy, case) result: ``{"policy", "suite", "case", "x", "kpis"}`` with ``kpis``
+mapping every KPI to a :class:`textgame.metrics.Summary` (mean and 95 % CI over episodes).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from textgame.metrics import KPIS, Summary
+
+TABLE_KPIS = ("throughput_mbps", "fairness", "resource_efficiency", "packet_success_rate",
+              "latency_mean", "latency_p95", "buffer_mean", "buffer_max", "collision_rate",
+              "leader_utility")
+SWEEPS = {"ues": "UEs I", "rbgs": "RBGs N", "tbler": "TBLER"}  # suites drawn as curves
+CURVE_KPIS = {"throughput_mbps": "throughput (Mbps per UE)", "fairness": "Jain fairness"}
+TRAINING_KEYS = ("leader_utility", "follower_utility", "throughput_mbps", "fairness")
+
+
+def _cell(s: Summary) -> str:
+    if s.n == 0 or math.isnan(s.mean):
+        return "n/a"
+    return f"{s.mean:.4g}" if s.n == 1 or math.isnan(s.ci95) else f"{s.mean:.4g} ± {s.ci95:.2g}"
+
+
+def markdown(rows: Sequence[Mapping], kpis: Sequence[str] = TABLE_KPIS) -> str:
+    """One table per suite, rows grouped by case then policy."""
+    out = []
+    for suite in dict.fromkeys(r["suite"] for r in rows):
+        out += [f"### {suite}", "", "| case | policy | " + " | ".join(kpis) + " |",
+                "|---|---|" + "---:|" * len(kpis)]
+        for r in rows:
+            if r["suite"] == suite:
+                out.append(f"| {r['case']} | {r['policy']} | "
+                           + " | ".join(_cell(r["kpis"][k]) for k in kpis) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def to_csv(rows: Sequence[Mapping]) -> str:
+    """Every KPI's mean, CI half-width and episode count, one line per (policy, case)."""
+    buffer = io.StringIO()
+    fields = ["suite", "case", "x", "policy"] + [f"{k}_{s}" for k in KPIS
+                                                 for s in ("mean", "ci95", "n")]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        record = {k: r[k] for k in ("suite", "case", "x", "policy")}
+        for k in KPIS:
+            s = r["kpis"][k]
+            record.update({f"{k}_mean": s.mean, f"{k}_ci95": s.ci95, f"{k}_n": s.n})
+        writer.writerow(record)
+    return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_sweep(rows: Sequence[Mapping], suite: str, path: str | Path) -> Path:
+    """Throughput and fairness against the suite's axis, one line per policy, 95 % CI bars."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(CURVE_KPIS), figsize=(5.0 * len(CURVE_KPIS), 3.6))
+    policies = list(dict.fromkeys(r["policy"] for r in rows if r["suite"] == suite))
+    for ax, (kpi, title) in zip(axes, CURVE_KPIS.items(), strict=True):
+        for policy in policies:
+            points = [r for r in rows if r["suite"] == suite and r["policy"] == policy]
+            x = [float(r["x"]) for r in points]
+            mean = [r["kpis"][kpi].mean for r in points]
+            ci = [0.0 if math.isnan(r["kpis"][kpi].ci95) else r["kpis"][kpi].ci95
+                  for r in points]
+            ax.errorbar(x, mean, yerr=ci, marker="o", markersize=4, capsize=3, label=policy)
+        ax.set_xlabel(SWEEPS[suite])
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The per-epoch records of a training run's ``metrics.jsonl``."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise ValueError(f"training run {run_dir}: no metrics.jsonl in it")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_training(runs: Mapping[str, str | Path], path: str | Path) -> Path:
+    """Learning curves of one or more runs: each key of TRAINING_KEYS the runs logged."""
+    plt = _pyplot()
+    histories = {label: read_metrics(d) for label, d in runs.items()}
+    keys = [k for k in TRAINING_KEYS if any(k in h[0] for h in histories.values() if h)]
+    if not keys:
+        raise ValueError(f"training runs {list(runs)} logged none of {list(TRAINING_KEYS)}")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for label, history in histories.items():
+            points = [(r.get("epoch", i + 1), r[key]) for i, r in enumerate(history) if key in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
