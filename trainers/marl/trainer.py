@@ -1,0 +1,235 @@
+"""``MARLTrainer``: PPO for the MARL baselines on the vectorised numeric game (CTDE).
+
+Per update: B episodes in lock step (:func:`trainers.marl.rollout.collect`), then a PPO update
+of the BS (actor + centralised critic, leader utility eq. 5) and one of the shared UE actor +
+critic (follower utility eq. 2), each with its own Adam, learning rates and cosine schedule.
+Actor and critic gradients are clipped separately (value losses of returns ~20 would otherwise
+swamp the policy gradient in a joint norm). The PPO maths is :mod:`trainers.ppo`'s.
+
+Exact resume: an update's episodes and minibatch order are seeded by (seed, update), so a
+checkpoint at an update boundary (weights, optimizers, schedulers, torch/numpy RNG states,
+history) is all the state there is; it is written atomically (temp dir + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from textgame.config import ScenarioConfig
+from textgame.metrics import summarize
+from textgame.runner import run_episodes
+from trainers.marl.config import MARLConfig
+from trainers.marl.model import WEIGHTS_FILE, MARLAgents
+from trainers.marl.policies import MARLFollower, MARLLeader
+from trainers.marl.rollout import collect
+from trainers.ppo import cosine_lr_scheduler, explained_variance, ppo_losses
+
+ROLES = ("leader", "follower")
+CHECKPOINT_PREFIX = "checkpoint-"
+HEADLINE = ("leader_utility", "follower_utility", "throughput_mbps", "fairness",
+            "collision_rate", "idle_rbg_rate")
+
+
+class MARLTrainer:
+    """Trains the MAPPO or G-MAC baseline of ``config.algo`` on ``config.scenario``."""
+
+    def __init__(self, config: MARLConfig | None = None) -> None:
+        self.config = config = config or MARLConfig()
+        self.scenario = config.scenario_config()
+        with torch.random.fork_rng():  # initialisation seeded without touching global state
+            torch.manual_seed(config.seed)
+            self.agents = MARLAgents(config, self.scenario)
+        self.optimizers, self.schedulers = {}, {}
+        for role in ROLES:
+            actor, critic = self.agents.role_parameters(role)
+            lr = config.leader_lr if role == "leader" else config.follower_lr
+            self.optimizers[role] = torch.optim.Adam(
+                [{"params": actor, "lr": lr}, {"params": critic, "lr": config.critic_lr}])
+            self.schedulers[role] = cosine_lr_scheduler(self.optimizers[role],
+                                                        config.total_updates)
+        self.output_dir = Path(config.output_dir)
+        self.update = 0
+        self.history: list[dict] = []
+
+    # --------------------------------------------------------------------------- training
+    def train(self, stop_at: int | None = None) -> list[dict]:
+        """Run (or resume) to ``total_updates`` -- or stop after update ``stop_at`` (as if
+        interrupted there; a checkpoint is written). Returns the per-update metrics."""
+        c = self.config
+        if c.resume and self.last_checkpoint() is not None:
+            self.load_checkpoint(self.last_checkpoint())
+        end = c.total_updates if stop_at is None else min(stop_at, c.total_updates)
+        bar = tqdm(range(self.update, end), initial=self.update, total=c.total_updates,
+                   unit="update", desc=c.algo)
+        for update in bar:
+            record = self.train_update(update)
+            bar.set_postfix(leader=f"{record['leader_utility']:.3f}",
+                            follower=f"{record['follower_utility']:.3f}")
+            self.update = update + 1
+            self.log(record)
+            if c.save_every and self.update % c.save_every == 0:
+                self.save_checkpoint()
+        if self.last_checkpoint() is None or self.last_checkpoint().name != \
+                f"{CHECKPOINT_PREFIX}{self.update}":
+            self.save_checkpoint()
+        return self.history
+
+    def train_update(self, update: int) -> dict:
+        """One rollout of ``n_envs`` episodes and a PPO update of each role."""
+        c, agents = self.config, self.agents
+        start = time.perf_counter()
+        rollout_seed, shuffle_seed = np.random.SeedSequence([c.seed, update]).spawn(2)
+        agents.eval()
+        leader, follower, kpis = collect(agents, self.scenario, c.n_envs, rollout_seed,
+                                         c.gamma, c.gae_lambda)
+        record: dict = {"update": update + 1}
+        record.update({k: float(np.nanmean(v)) for k, v in kpis.items()})
+        shuffle = torch.Generator().manual_seed(int(shuffle_seed.generate_state(1)[0]))
+        agents.train()
+
+        def leader_eval(b):
+            logp, entropy = agents.leader_actor.evaluate(b["global_x"], b["ue_x"], b["mask"],
+                                                         b["dcm"])
+            return logp, entropy, agents.leader_critic(b["global_x"], b["ue_x"], b["mask"])
+
+        def follower_eval(b):
+            logp, entropy = agents.follower_actor.log_prob(b["ue_x"], b["transmit"], b["ucm"],
+                                                           b["bits"])
+            return logp, entropy, agents.follower_critic(b["critic_x"])
+
+        for role, batch, evaluate in (("leader", leader, leader_eval),
+                                      ("follower", follower, follower_eval)):
+            stats = self.ppo_update(role, batch, evaluate, shuffle)
+            record.update({f"{role}/{k}": v for k, v in stats.items()})
+            record[f"{role}/learning_rate"] = self.schedulers[role].get_last_lr()[0]
+            self.schedulers[role].step()
+        record["seconds"] = time.perf_counter() - start
+        return record
+
+    def ppo_update(self, role: str, batch: dict[str, torch.Tensor],
+                   evaluate: Callable[[dict], tuple], shuffle: torch.Generator) -> dict:
+        """``ppo_epochs`` passes of shuffled minibatches; ``evaluate(minibatch)`` ->
+        (new log-probs, entropies, values), each (M,)."""
+        c = self.config
+        optimizer = self.optimizers[role]
+        actor_params, critic_params = self.agents.role_parameters(role)
+        n = len(batch["logp"])
+        stats: dict[str, list[float]] = defaultdict(list)
+        for _ in range(c.ppo_epochs):
+            order = torch.randperm(n, generator=shuffle)
+            for start in range(0, n, c.minibatch_size):
+                idx = order[start:start + c.minibatch_size]
+                mb = {k: v[idx] for k, v in batch.items()}
+                logp, entropy, values = evaluate(mb)
+                out = ppo_losses(logp, mb["logp"], mb["advantages"], values, mb["values"],
+                                 mb["returns"], entropy, torch.zeros_like(logp), c)
+                optimizer.zero_grad()
+                out["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(actor_params, c.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(critic_params, c.max_grad_norm)
+                optimizer.step()
+                for k in ("pg_loss", "v_loss", "entropy_loss", "approx_kl", "clipfrac"):
+                    stats[k].append(out[k].detach().item())
+        result = {k: float(np.mean(v)) for k, v in stats.items()}
+        result["explained_variance"] = explained_variance(batch["values"], batch["returns"])
+        result["decisions"] = n
+        return result
+
+    # ------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, scenario: ScenarioConfig | None = None, episodes: int | None = None,
+                 greedy: bool = False, seed: int = 10**6) -> dict[str, float]:
+        """Mean KPIs of the current policies on ``scenario`` (default: the training cell)."""
+        self.agents.eval()
+        episodes = episodes or self.config.eval_episodes
+        result = run_episodes(scenario or self.scenario, MARLLeader(self.agents, greedy),
+                              MARLFollower(self.agents, greedy), episodes,
+                              n_envs=min(episodes, 64), seed=seed)
+        return {k: s.mean for k, s in summarize([result]).items()}
+
+    # ----------------------------------------------------------------------------- logging
+    def log(self, record: dict) -> None:
+        self.history.append(record)
+        if record["update"] % self.config.log_every:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(_finite(record)) + "\n")
+        self._write_csv()
+
+    def _logged(self) -> list[dict]:
+        return [r for r in self.history if r["update"] % self.config.log_every == 0]
+
+    def _write_csv(self) -> None:
+        keys = sorted({k for r in self.history for k in r}, key=lambda k: (k != "update", k))
+        with open(self.output_dir / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self._logged())
+
+    # ------------------------------------------------------------------------- checkpoints
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first (``.tmp-`` directories are never listed)."""
+        return sorted(self.output_dir.glob(f"{CHECKPOINT_PREFIX}*"),
+                      key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+    def last_checkpoint(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def save_checkpoint(self) -> Path:
+        """``output_dir/checkpoint-<update>``: a loadable model plus the trainer state."""
+        final = self.output_dir / f"{CHECKPOINT_PREFIX}{self.update}"
+        tmp = self.output_dir / f".tmp-{CHECKPOINT_PREFIX}{self.update}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.agents.save(tmp)
+        torch.save({"update": self.update, "history": self.history,
+                    "optimizers": {r: o.state_dict() for r, o in self.optimizers.items()},
+                    "schedulers": {r: s.state_dict() for r, s in self.schedulers.items()},
+                    "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}},
+                   tmp / "trainer_state.pt")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)  # atomic: a checkpoint directory is complete or absent
+        for old in self.checkpoints()[:-self.config.save_total_limit]:
+            shutil.rmtree(old)
+        return final
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        self.agents.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+        state = torch.load(path / "trainer_state.pt", weights_only=False)
+        self.update, self.history = state["update"], state["history"]
+        for role in ROLES:
+            self.optimizers[role].load_state_dict(state["optimizers"][role])
+            self.schedulers[role].load_state_dict(state["schedulers"][role])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        self.output_dir.mkdir(parents=True, exist_ok=True)  # metrics after it are replayed
+        with open(self.output_dir / "metrics.jsonl", "w") as f:
+            f.writelines(json.dumps(_finite(r)) + "\n" for r in self._logged())
+        self._write_csv()
+
+    # ---------------------------------------------------------------------- final model
+    def save_model(self, directory: str | os.PathLike | None = None) -> Path:
+        """The trained networks, loadable by :func:`trainers.marl.load_marl_policies`."""
+        return self.agents.save(directory or self.output_dir / "final")
+
+
+def _finite(record: dict) -> dict:
+    """JSON has no NaN: undefined diagnostics (e.g. constant returns) become null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in record.items()}
