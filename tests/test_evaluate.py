@@ -122,6 +122,29 @@ def test_legacy_ues_raise_collisions_for_obedient_schedules():
     assert evaluator.run(spec, cases[2])["collision_rate"].mean() > 0
 
 
+def test_marl_specs_fill_the_case_into_the_path_mappo_s_style(tmp_path):
+    """MAPPO-S: one model per I, found through '{ues}' in the path; each plays its own cell."""
+    from trainers.marl import MARLConfig, MARLTrainer
+
+    small = {"ue_hidden": [8], "ue_latent": 8, "bs_hidden": [8], "bs_latent": 8,
+             "critic_hidden": [8], "n_envs": 4, "minibatch_size": 32, "ppo_epochs": 1,
+             "total_updates": 1, "save_every": 0}
+    for i in (2, 3):
+        scenario = {"cell": {"ue_counts": [i], "n_rbgs": 4, "episode_ttis": 4}}
+        trainer = MARLTrainer(MARLConfig(scenario=scenario, output_dir=str(tmp_path / f"I{i}"),
+                                         **small))
+        trainer.train()
+        trainer.save_model()
+    spec = parse_policy(f"MAPPO-S=marl:{tmp_path}/I{{ues}}/final")
+    evaluator = Evaluator(episodes=4, n_envs=4)
+    for case in suite_cases("ues", SHORT)[:2]:
+        result = evaluator.run(spec, case)
+        assert len(result["throughput_mbps"]) == 4
+        assert (result["invalid_action_rate"] == 0).all()
+    with pytest.raises(ValueError, match="no MARL model directory .*I4/final .for I=4"):
+        evaluator.run(spec, suite_cases("ues", SHORT)[2])  # no model trained for I = 4
+
+
 @pytest.fixture(scope="module")
 def llm_dir(tiny_path, tmp_path_factory) -> Path:
     """An untrained policy saved like trainer.save_model does (adapters, heads, config)."""

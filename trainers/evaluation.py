@@ -161,7 +161,11 @@ class Evaluator:
         if spec.kind == "marl":
             from trainers.marl import load_marl_policies
 
-            leader, follower = load_marl_policies(spec.path_for(case), device=self.device)
+            path = spec.path_for(case)
+            if not Path(path).is_dir():
+                raise ValueError(f"policy {spec.label!r}: no MARL model directory {path} (for "
+                                 f"{case.label}); train one with recipes/train_marl.py")
+            leader, follower = load_marl_policies(path)
         else:
             leader = make_leader(spec.leader, case.scenario.cell)
             follower = make_follower(spec.follower)
