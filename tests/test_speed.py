@@ -113,32 +113,26 @@ def test_prefix_cache_is_rebuilt_after_an_optimizer_step(tiny):
     torch.testing.assert_close(values, plain_values, atol=1e-5, rtol=0)
 
 
-def test_reference_logprobs_reused_across_ppo_passes_change_no_metric(tiny):
+def test_reference_logprobs_reused_across_ppo_passes_change_no_metric(tiny, monkeypatch):
+    import trainers.update as update
+
     path, tokenizer = tiny
     cell = {"ue_counts": [2, 3], "n_rbgs": 2, "episode_ttis": 3}
     config = StackelbergPPOConfig(scenario={"cell": cell}, n_envs=2, episodes_per_epoch=2,
                                   minibatch_size=4, follower_ppo_epochs=3)
-    policy = make_policy(path)
-    worker = RolloutWorker(policy, tokenizer, PromptEncoder(tokenizer), config)
+    worker = RolloutWorker(make_policy(path), tokenizer, PromptEncoder(tokenizer), config)
     _, follower, _ = worker.collect(0)
-    accelerator = Accelerator(cpu=True)
+    original = update.reference_logprobs
     metrics = []
-    for reuse in (False, True):
-        torch.manual_seed(0)
-        fresh = make_policy(path)
-        optimizer = torch.optim.AdamW(fresh.role_parameters("follower"), lr=1e-3)
-        if not reuse:  # a cache that forgets: the reference is recomputed every pass
-            import trainers.update as update
-
-            original = update.reference_logprobs
-            update.reference_logprobs = lambda *a: original(*a[:-1], None)
-        try:
-            metrics.append(ppo_update(fresh, "follower", follower, optimizer, config, accelerator,
-                                      np.random.default_rng(0), tokenizer.eos_token_id,
-                                      tokenizer.pad_token_id))
-        finally:
-            if not reuse:
-                update.reference_logprobs = original
+    for reuse in (True, False):
+        if not reuse:  # no cache: the reference forward runs on every pass, as before
+            monkeypatch.setattr(update, "reference_logprobs",
+                                lambda *a: original(*a[:-1], None))
+        policy = make_policy(path)
+        optimizer = torch.optim.AdamW(policy.role_parameters("follower"), lr=1e-3)
+        metrics.append(ppo_update(policy, "follower", follower, optimizer, config,
+                                  Accelerator(cpu=True), np.random.default_rng(0),
+                                  tokenizer.eos_token_id, tokenizer.pad_token_id))
     for key in metrics[0]:
         assert metrics[1][key] == pytest.approx(metrics[0][key], abs=1e-5), key
 
