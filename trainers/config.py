@@ -58,6 +58,10 @@ class StackelbergPPOConfig:
 
     # ---------------------------------------------------------------------------- rollout
     n_envs: int = _help("B: environments simulated in lock step per process.", default=8)
+    prefix_cache: bool = _help(
+        "Reuse the KV cache of each meta-prompt (the prompt lines before the observation) "
+        "across decisions while acting, rebuilt whenever an adapter's weights change; False = "
+        "prefill every prompt in full (the same actions and log-probs, slower).", default=True)
     episodes_per_epoch: int = _help(
         "E: episodes collected per epoch and process (a multiple of n_envs).", default=8)
     total_epochs: int = _help("Training epochs (paper Fig. 5 converges by ~1250).", default=1500)
@@ -147,6 +151,8 @@ class StackelbergPPOConfig:
             _fail("legacy_policy", self.legacy_policy, f"one of {sorted(FOLLOWERS)}")
         if self.expert_leader not in ("max_weight", "round_robin"):
             _fail("expert_leader", self.expert_leader, "'max_weight' or 'round_robin'")
+        if not isinstance(self.prefix_cache, bool):
+            _fail("prefix_cache", self.prefix_cache, "True or False")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             _fail("mixed_precision", self.mixed_precision, "'no', 'fp16' or 'bf16'")
         for name in ("n_envs", "episodes_per_epoch", "total_epochs", "minibatch_size",

@@ -7,6 +7,10 @@ tokenizer's special tokens. That equals encoding the whole prompt whenever a new
 pre-token boundary (byte-level BPE, Llama 3's tokenizer). The encoder checks this against full
 encoding on its first ``verify`` prompts and encodes in full for good if any of them differs
 (e.g. SentencePiece tokenizers that prefix each text with a space marker).
+
+:meth:`PromptEncoder.prefix_lengths` gives each prompt's meta-prompt length in tokens (its first
+:func:`meta_prompt_lines` lines), for reusing the meta-prompts' KV states
+(:mod:`trainers.prefix_cache`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+
+def meta_prompt_lines(render, template: str) -> int:
+    """Complete lines before the observation in ``render(template, observation)``: the
+    meta-prompt with what the renderer (e.g. a chat template) puts around it."""
+    marker = "\x00observation"
+    return render(template, marker).split(marker)[0].count("\n")
 
 
 def left_pad(ids: list[list[int]], pad: int,
@@ -108,3 +119,17 @@ class PromptEncoder:
                 self._lines.clear()
                 return encode_prompts(self.tokenizer, prompts, device)
         return left_pad(ids, _pad_id(self.tokenizer), device)
+
+    def prefix_lengths(self, prompts: Sequence[str], lines: int) -> list[int] | None:
+        """Tokens of each prompt's first ``lines`` lines (special tokens included), at most
+        all but its last line; None when the line cache is off (token boundaries unknown).
+        Call after encoding ``prompts``."""
+        if not self.line_cache:
+            return None
+        out = []
+        for prompt in _check(prompts):
+            head = prompt.splitlines(keepends=True)[:lines]
+            if len(head) == lines and any(line not in self._lines for line in head):
+                return None  # not encoded yet
+            out.append(len(self._prefix) + sum(len(self._lines[line]) for line in head))
+        return out

@@ -42,6 +42,7 @@ from trl import ModelConfig, get_peft_config, get_quantization_config
 from trainers.config import ROLES, StackelbergPPOConfig
 from trainers.hub import VALUE_HEADS, VALUE_HEADS_CONFIG, download
 from trainers.pag import ActionGrammar, ActionSample, sample_constrained
+from trainers.prefix_cache import PrefixCache
 
 _DTYPES = ("auto", "bfloat16", "float16", "float32")
 _CHECKPOINTING = {"use_reentrant": False}  # frozen embeddings: no input-grad hook needed
@@ -180,6 +181,7 @@ class StackelbergPolicy(nn.Module):
             raise ValueError(f"the PEFT model has no parameters for adapters "
                              f"{[r for r in ROLES if not adapters[r]]}")
         self._adapters = adapters
+        self.prefix_cache = PrefixCache()  # meta-prompt KV states while acting, per role
         self.role = ROLES[0]
         peft_model.set_adapter(self.role)
         self._all_adapters_trainable()
@@ -245,6 +247,7 @@ class StackelbergPolicy(nn.Module):
                 raise ValueError(f"{directory / role} holds weights this policy does not have: "
                                  f"{result.unexpected_keys[:3]}")
         self.value_heads.load_state_dict(load_file(directory / VALUE_HEADS))
+        self.prefix_cache.invalidate()
 
     @property
     def device(self) -> torch.device:
@@ -365,15 +368,33 @@ class StackelbergPolicy(nn.Module):
                             position_ids=position, use_cache=False, logits_to_keep=1)
         return self.prompt_values_from_hidden(role, hidden[0])
 
+    def adapter_stamp(self, role: str) -> tuple:
+        """Changes whenever ``role``'s adapter weights may have: their storages and in-place
+        version counters (optimizer steps, ``load_state_dict`` and ``copy_`` bump them)."""
+        return tuple((p.data_ptr(), p._version) for p in self._adapters[role])
+
     @torch.no_grad()
     def generate_actions(self, role: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                          grammars: Sequence[ActionGrammar], *, generator: torch.Generator,
                          temperature: float = 1.0, max_new_tokens: int | None = None,
-                         timings: dict | None = None) -> tuple[ActionSample, torch.Tensor]:
+                         timings: dict | None = None,
+                         prefix_lengths: Sequence[int] | None = None,
+                         ) -> tuple[ActionSample, torch.Tensor]:
         """PAG-constrained sampling with ``role``'s adapter (eval mode, restored afterwards)
-        and the prompts' values (B,), read off the sampling prefill."""
-        with self._evaluating(), self.use(role), _last_prompt_hidden(self._decoder(), -1) as hidden:
-            sample = sample_constrained(self.peft_model, input_ids, attention_mask, grammars,
-                                        generator=generator, temperature=temperature,
-                                        max_new_tokens=max_new_tokens, timings=timings)
+        and the prompts' values (B,), read off the sampling prefill.
+
+        ``prefix_lengths`` (B,): each row's meta-prompt tokens, whose KV states are reused from
+        :attr:`prefix_cache`.
+        """
+        with self._evaluating(), self.use(role):
+            past = past_mask = None
+            if prefix_lengths is not None and any(prefix_lengths):
+                input_ids, attention_mask, past_mask, past = self.prefix_cache.split(
+                    self.peft_model, role, self.adapter_stamp(role), input_ids, attention_mask,
+                    prefix_lengths)
+            with _last_prompt_hidden(self._decoder(), -1) as hidden:
+                sample = sample_constrained(self.peft_model, input_ids, attention_mask, grammars,
+                                            generator=generator, temperature=temperature,
+                                            max_new_tokens=max_new_tokens, timings=timings,
+                                            past_key_values=past, past_mask=past_mask)
         return sample, self.prompt_values_from_hidden(role, hidden[0])

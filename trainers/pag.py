@@ -171,11 +171,15 @@ def _timed(timings: dict | None, key: str, device: torch.device):
 def sample_constrained(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        grammars: Sequence[ActionGrammar], *, generator: torch.Generator,
                        temperature: float = 1.0, max_new_tokens: int | None = None,
-                       return_masks: bool = False,
-                       timings: dict | None = None) -> ActionSample:
+                       return_masks: bool = False, timings: dict | None = None,
+                       past_key_values=None,
+                       past_mask: torch.Tensor | None = None) -> ActionSample:
     """Sample one action per row of a left-padded prompt batch under its PAG (eqs. 12-14).
 
     One prefill, then one cached decode step per token; position ids count real tokens only.
+    ``past_key_values`` (a cache of Lp columns, e.g. the meta-prompts of
+    :class:`trainers.prefix_cache.PrefixCache`) with ``past_mask`` (B, Lp) holds the first
+    tokens of each row; ``input_ids`` are then the rest of the prompts.
     ``generator`` must live on the model's device. ``max_new_tokens`` defaults to the longest
     action any row's grammar allows, so no action is cut. ``timings`` (optional dict) gets the
     seconds spent in "prefill", "decode" (the model), "mask" (grammar states, allowed sets and
@@ -196,10 +200,12 @@ def sample_constrained(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     with _timed(timings, "mask", device):
         state = start_states(grammars, device)
     attention_mask = attention_mask.long()
-    position = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+    if past_key_values is not None:
+        attention_mask = torch.cat([past_mask.long(), attention_mask], dim=1)  # (B, Lp + P)
+    position = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]  # (B, P)
     with _timed(timings, "prefill", device):
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position,
-                    use_cache=True, logits_to_keep=1)
+                    past_key_values=past_key_values, use_cache=True, logits_to_keep=1)
     if out.logits.shape[-1] != state.vocab_size:
         raise ValueError(f"the model has {out.logits.shape[-1]} output rows but the grammars were "
                          f"compiled for vocab_size = {state.vocab_size}")

@@ -20,6 +20,7 @@ import torch
 from textgame.policies import FollowerPolicy, MixedFollower, legacy_mask, make_follower
 from textgame.text_env import TextStackelbergEnv
 from trainers.config import StackelbergPPOConfig
+from trainers.encoding import meta_prompt_lines
 from trainers.pag import compile_action_grammar
 from trainers.ppo import gae
 
@@ -97,9 +98,15 @@ class RolloutWorker:
                 trace: _Trace, owners: list[int], tti: int) -> list[str]:
         device = self.policy.device
         input_ids, attention_mask = self.encoder(prompts, device)
+        prefix = None
+        if self.config.prefix_cache and hasattr(self.encoder, "prefix_lengths"):
+            builder = self.env.builder  # the meta-prompt's lines, KV states reused
+            template = getattr(builder, f"{role}_template")
+            prefix = self.encoder.prefix_lengths(prompts, meta_prompt_lines(builder.render,
+                                                                             template))
         sample, values = self.policy.generate_actions(
             role, input_ids, attention_mask, grammars, generator=generator,
-            temperature=temperature)
+            temperature=temperature, prefix_lengths=prefix)
         lengths = sample.lengths.tolist()
         trace.prompts += _unpad(input_ids, attention_mask)
         trace.tokens += [row[:n] for row, n in zip(sample.tokens.tolist(), lengths, strict=True)]

@@ -48,9 +48,34 @@ def average_gradients(params: list[torch.nn.Parameter], accelerator) -> None:
         offset += g.numel()
 
 
+def reference_logprobs(policy, role: str, d: Decisions, rows: np.ndarray, input_ids,
+                       attention_mask, tokens, lengths, masks, cache: dict | None) -> torch.Tensor:
+    """(b, T) masked token log-probs of the decisions under the reference (adapters off).
+
+    The reference and the decisions are fixed for the whole update, so with ``cache`` (decision
+    -> its log-probs) each decision's reference forward runs once, not once per PPO pass.
+    """
+    new = [k for k, i in enumerate(rows) if cache is None or int(i) not in cache]
+    sizes = lengths.tolist()  # one transfer
+    if new:
+        pick = torch.tensor(new, device=input_ids.device)
+        ref_logits = policy.reference_logits(role, input_ids[pick], attention_mask[pick],
+                                             tokens[pick], lengths[pick])
+        ref = token_logprobs(ref_logits, masks[pick], tokens[pick], d.temperature)  # (n, T)
+        if cache is None:
+            return ref
+        for k, row in zip(new, ref, strict=True):
+            cache[int(rows[k])] = row[:sizes[k]]
+    out = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)  # (b, T)
+    for k, i in enumerate(rows):
+        out[k, :sizes[k]] = cache[int(i)]
+    return out
+
+
 def minibatch_losses(policy, role: str, d: Decisions, rows: np.ndarray, config,
-                     eos: int, pad: int) -> dict[str, torch.Tensor]:
-    """Eqs. 10 and 12-13 for the decisions ``rows`` of ``d``: losses and diagnostics."""
+                     eos: int, pad: int, ref_cache: dict | None = None) -> dict[str, torch.Tensor]:
+    """Eqs. 10 and 12-13 for the decisions ``rows`` of ``d``: losses and diagnostics
+    (``ref_cache``: see :func:`reference_logprobs`)."""
     device = policy.device
     input_ids, attention_mask = left_pad([d.prompts[i] for i in rows], pad, device)
     tokens, lengths = _right_pad([d.tokens[i] for i in rows], eos, device)
@@ -60,8 +85,8 @@ def minibatch_losses(policy, role: str, d: Decisions, rows: np.ndarray, config,
     token_logp = token_logprobs(logits, masks, tokens, d.temperature) * valid  # (b, T)
     entropy = (masked_entropy(logits, masks, d.temperature) * valid).sum(-1)  # (b,)
     if config.kl_coef > 0:
-        ref_logits = policy.reference_logits(role, input_ids, attention_mask, tokens, lengths)
-        ref_logp = token_logprobs(ref_logits, masks, tokens, d.temperature)
+        ref_logp = reference_logprobs(policy, role, d, rows, input_ids, attention_mask, tokens,
+                                      lengths, masks, ref_cache)
         kl = kl_to_reference(token_logp, ref_logp, valid)  # (b,)
     else:
         kl = torch.zeros(len(rows), device=device)
@@ -82,13 +107,14 @@ def ppo_update(policy, role: str, d: Decisions, optimizer, config, accelerator,
     count = minibatch_count(n, config.minibatch_size, accelerator)
     totals: dict[str, float] = {}
     steps = 0
+    ref_cache: dict[int, torch.Tensor] = {}  # decision -> reference token log-probs
     for _ in range(config.ppo_epochs(role)):
         order = rng.permutation(n)
         for k, rows in enumerate(np.array_split(order, count)):
             empty = rows.size == 0  # fewer decisions here than minibatches elsewhere:
             rows = order[:1] if empty else rows  # still join the gradient all-reduce, with 0
             with accelerator.autocast():
-                out = minibatch_losses(policy, role, d, rows, config, eos, pad)
+                out = minibatch_losses(policy, role, d, rows, config, eos, pad, ref_cache)
             scale = 0.0 if empty else 1.0 / config.gradient_accumulation_steps
             accelerator.backward(out["loss"] * scale)
             if (k + 1) % config.gradient_accumulation_steps == 0 or k == count - 1:

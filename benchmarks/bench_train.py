@@ -1,0 +1,282 @@
+"""Training cost per PPO epoch next to the paper's Table IX (Llama 1B on eight A800s).
+
+    python benchmarks/bench_train.py                                   # CPU default, ~3 min
+    python benchmarks/bench_train.py --spec llama-3.2-1b --scale 0.0625 --ttis 10 --envs 1 4
+    python benchmarks/bench_train.py --spec llama-3.2-1b --device cuda   # the GPU table:
+        # bf16 LoRA and 4-bit QLoRA, I = 5, N = 4, T = 50, B in {1, 8, 32}
+
+The policy is built and trained by the same code as ``recipes/ppo_llama1b.py``: a base model
+directory loaded by ``StackelbergPolicy.from_model_config`` (bitsandbytes NF4 for QLoRA), LoRA
+r = 16 on every projection, ``StackelbergPPOTrainer.train_epoch`` (rollout of B environments,
+then each role's PPO update). Specs: ``tiny`` (the offline model of ``trainers.tiny``) or
+``llama-3.2-1b``: Llama-3.2-1B's architecture (hidden 2048, 16 layers, 32 heads, 8 KV heads,
+intermediate 8192, tied embeddings, 128256 output rows) with random weights, built from a
+``LlamaConfig`` over the tiny game tokenizer, so nothing is downloaded and the LM head costs
+what the real one does. ``--scale`` shrinks width, heads and depth (not the vocabulary) for CPUs.
+
+Per configuration (precision x B, each in a fresh process so peak memories do not mix), after
+one warm-up epoch: rollout and update seconds, decisions per second, decision latency per TTI
+(the leader and all followers of the B environments: tokenising, prefill, PAG decoding; with
+B = 1 the single-environment figure the paper calls decision delay), seconds per episode
+amortised over the B episodes of an epoch, peak GPU memory (``torch.cuda.max_memory_allocated``)
+and peak process RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PAPER = {"peak_memory_gb": 54.46, "episode_s": 6.72, "decision_ms": 12.85}  # Table IX
+TARGETS = {"qlora_peak_gb": 8.0, "episode_s": 0.5, "decision_ms": 12.85}
+LLAMA_3_2_1B = {"hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32,
+                "num_key_value_heads": 8, "intermediate_size": 8192, "vocab_size": 128256,
+                "head_dim": 64, "rope_theta": 500000.0}
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PRECISIONS = ("bf16-lora", "qlora-4bit", "fp32-lora")
+FIELDS = ("rollout_s", "update_s", "epoch_s", "decisions_per_s", "tti_latency_ms", "episode_s",
+          "peak_gpu_gib", "peak_rss_gib")
+
+
+# ------------------------------------------------------------------------------ the model
+def llama_config(args, tokenizer):
+    """Llama-3.2-1B's config (random weights), width/heads/depth times ``--scale``."""
+    from transformers import LlamaConfig
+
+    spec = dict(LLAMA_3_2_1B)
+    heads = max(1, round(spec["num_attention_heads"] * args.scale))
+    spec.update(num_attention_heads=heads, hidden_size=heads * spec["head_dim"],
+                num_key_value_heads=max(1, round(spec["num_key_value_heads"] * args.scale)),
+                intermediate_size=max(8, round(spec["intermediate_size"] * args.scale)),
+                num_hidden_layers=max(1, round(spec["num_hidden_layers"] * args.scale)))
+    for name, value in (("hidden_size", args.hidden), ("num_hidden_layers", args.layers)):
+        if value:
+            spec[name] = value
+    if args.hidden:
+        spec["num_attention_heads"] = max(1, args.hidden // spec["head_dim"])
+        spec["intermediate_size"] = 4 * args.hidden
+    spec["num_key_value_heads"] = min(spec["num_key_value_heads"], spec["num_attention_heads"])
+    return LlamaConfig(**spec, tie_word_embeddings=True, max_position_embeddings=4096,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id)
+
+
+def model_dir(args) -> tuple[Path, str]:
+    """(directory of the base model + tokenizer, description); built once per spec."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from trainers.tiny import build_tiny_model
+
+    _, tokenizer = build_tiny_model(args.cache_dir)
+    if args.spec == "tiny":
+        c = json.loads((Path(tokenizer.name_or_path) / "config.json").read_text())
+        return Path(tokenizer.name_or_path), (f"tiny Llama h{c['hidden_size']} "
+                                              f"l{c['num_hidden_layers']} ({c['vocab_size']} rows)")
+    config = llama_config(args, tokenizer)
+    name = (f"llama-3.2-1b-arch-h{config.hidden_size}-l{config.num_hidden_layers}-"
+            f"a{config.num_attention_heads}-kv{config.num_key_value_heads}-"
+            f"i{config.intermediate_size}-v{config.vocab_size}")
+    path = Path(args.cache_dir) / name
+    if not (path / "config.json").is_file():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = LlamaForCausalLM(config).to(torch.bfloat16)  # random weights, no download
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=args.cache_dir))
+        tokenizer.save_pretrained(staging)
+        model.save_pretrained(staging)
+        staging.rename(path)
+    params = (config.vocab_size * config.hidden_size + config.num_hidden_layers * (
+        2 * config.hidden_size ** 2 * (1 + config.num_key_value_heads
+                                       / config.num_attention_heads)
+        + 3 * config.hidden_size * config.intermediate_size)) / 1e6
+    return path, (f"Llama-3.2-1B arch h{config.hidden_size} l{config.num_hidden_layers} "
+                  f"a{config.num_attention_heads}/{config.num_key_value_heads} "
+                  f"i{config.intermediate_size} ({config.vocab_size} rows, {params:.0f} M params)")
+
+
+def model_config(path: Path, precision: str, device: str):
+    """TRL ``ModelConfig`` of the recipes (configs/llama1b_bf16.yaml, llama1b_qlora.yaml)."""
+    from trl import ModelConfig
+
+    compute = "bfloat16" if device == "cuda" else "float32"  # CPU: no fast bf16 matmuls
+    if precision == "fp32-lora":
+        compute = "float32"
+    kwargs = dict(model_name_or_path=str(path), dtype=compute, lora_r=16, lora_alpha=32,
+                  lora_dropout=0.0, lora_target_modules=LORA_TARGETS)
+    if precision == "qlora-4bit":
+        kwargs.update(load_in_4bit=True, bnb_4bit_quant_type="nf4", use_bnb_nested_quant=True)
+    return ModelConfig(**kwargs), compute
+
+
+# --------------------------------------------------------------------- one configuration
+def measure(args, precision: str, envs: int) -> dict:
+    """Figures of one (precision, B) run in this process."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from trainers.config import StackelbergPPOConfig
+    from trainers.models import StackelbergPolicy
+    from trainers.trainer import StackelbergPPOTrainer
+
+    torch.set_num_threads(args.threads)
+    cuda = args.device == "cuda"
+    path, description = model_dir(args)
+    mc, compute = model_config(path, precision, args.device)
+    config = StackelbergPPOConfig(
+        scenario={"cell": {"ue_counts": [args.ues], "n_rbgs": args.rbgs,
+                           "episode_ttis": args.ttis}},
+        n_envs=envs, episodes_per_epoch=envs, total_epochs=1000, minibatch_size=args.minibatch,
+        mixed_precision="bf16" if compute == "bfloat16" else "no",
+        gradient_checkpointing=precision == "qlora-4bit", eval_every=0, save_every=0,
+        report_to=[], resume=False, output_dir=str(Path(args.cache_dir) / "bench-train-run"),
+        **({"prefix_cache": args.prefix_cache}
+           if "prefix_cache" in StackelbergPPOConfig.__dataclass_fields__ else {}))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    policy = StackelbergPolicy.from_model_config(mc, config)
+    trainer = StackelbergPPOTrainer(policy, tokenizer, config)
+    worker = trainer.worker
+    clock: dict[str, float] = {}
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            sync()
+            start = time.perf_counter()
+            out = fn(*a, **k)
+            sync()
+            clock[name] = clock.get(name, 0.0) + time.perf_counter() - start
+            return out
+        return wrapper
+
+    worker.collect = timed("rollout", worker.collect)  # instance attributes: same train_epoch
+    worker._decide = timed("decide", worker._decide)
+    rows = []
+    for epoch in range(args.epochs + 1):  # epoch 0 warms caches, grammars and allocators
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        clock.clear()
+        sync()
+        start = time.perf_counter()
+        record = trainer.train_epoch(epoch)
+        sync()
+        total = time.perf_counter() - start
+        decisions = record["leader/decisions"] + record["follower/decisions"]
+        rows.append({
+            "rollout_s": clock["rollout"], "update_s": total - clock["rollout"], "epoch_s": total,
+            "decisions_per_s": decisions / clock["rollout"],
+            "tti_latency_ms": 1e3 * clock["decide"] / args.ttis, "episode_s": total / envs,
+            "decisions": decisions,
+            "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None})
+    timed_rows = rows[1:]
+    out = {k: statistics.median(r[k] for r in timed_rows) if timed_rows[0][k] is not None
+           else None for k in (*FIELDS[:-2], "decisions")}
+    out["peak_gpu_gib"] = max(r["peak_gpu_gib"] for r in timed_rows) if cuda else None
+    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux KiB
+    out.update(precision=precision, compute_dtype=compute, B=envs, model=description,
+               warmup_epoch_s=rows[0]["epoch_s"])
+    return out
+
+
+# ---------------------------------------------------------------------------------- report
+def table(result: dict) -> str:
+    lines = [f"{result['model']}; I = {result['I']}, N = {result['N']}, T = {result['T']}, "
+             f"E = B episodes per epoch, {result['epochs']} timed epoch(s) after one warm-up; "
+             f"{result['device']} ({result['machine']}, {result['threads']} threads); "
+             f"prefix KV cache {'on' if result['prefix_cache'] else 'off'}",
+             "| precision | B | rollout s | update s | decisions/s | TTI decision ms | "
+             "s/episode | peak GPU GiB | peak RSS GiB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["runs"]:
+        gpu = "-" if r["peak_gpu_gib"] is None else f"{r['peak_gpu_gib']:.2f}"
+        lines.append(f"| {r['precision']} ({r['compute_dtype']}) | {r['B']} | {r['rollout_s']:.2f}"
+                     f" | {r['update_s']:.2f} | {r['decisions_per_s']:.0f} | "
+                     f"{r['tti_latency_ms']:.1f} | {r['episode_s']:.3f} | {gpu} | "
+                     f"{r['peak_rss_gib']:.2f} |")
+    lines.append(f"paper Table IX (Llama 1B, 8x A800): {PAPER['peak_memory_gb']} GB peak, "
+                 f"{PAPER['episode_s']} s/episode, {PAPER['decision_ms']} ms decision delay; "
+                 f"targets on one GPU: QLoRA peak <= {TARGETS['qlora_peak_gb']} GB, "
+                 f"<= {TARGETS['episode_s']} s/episode, B = 1 TTI decision <= "
+                 f"{TARGETS['decision_ms']} ms")
+    if result["device"] != "cuda":
+        lines.append("CPU run: the GPU table (--device cuda, bf16 and 4-bit) is still to be "
+                     "measured.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--spec", default="tiny", choices=["tiny", "llama-3.2-1b"])
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="llama-3.2-1b: width, heads and layers times this (vocabulary kept)")
+    p.add_argument("--hidden", type=int, default=0, help="llama-3.2-1b: hidden size override")
+    p.add_argument("--layers", type=int, default=0, help="llama-3.2-1b: layer count override")
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=None,
+                   help="default: bf16-lora qlora-4bit on cuda, fp32-lora qlora-4bit on CPU")
+    p.add_argument("--envs", type=int, nargs="+", default=None,
+                   help="B values; default 1 8 32 on cuda, 1 8 on CPU")
+    p.add_argument("--ues", type=int, default=5, help="I: UEs per cell")
+    p.add_argument("--rbgs", type=int, default=4, help="N: RBGs")
+    p.add_argument("--ttis", type=int, default=None, help="T: TTIs per episode (default 50 on "
+                   "cuda, 10 on CPU)")
+    p.add_argument("--epochs", type=int, default=1, help="timed epochs after the warm-up")
+    p.add_argument("--minibatch", type=int, default=32, help="PPO minibatch (decisions)")
+    p.add_argument("--prefix-cache", type=int, choices=[0, 1], default=1,
+                   help="reuse the meta-prompt's KV cache while acting (1) or not (0)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (a shared CPU: 1)")
+    p.add_argument("--cache-dir", type=Path,
+                   default=Path(tempfile.gettempdir()) / "agentic-mac-tiny")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--one", nargs=2, metavar=("PRECISION", "B"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = args.device == "cuda"
+    args.precision = args.precision or (["bf16-lora", "qlora-4bit"] if cuda
+                                        else ["fp32-lora", "qlora-4bit"])
+    args.envs = args.envs or ([1, 8, 32] if cuda else [1, 8])
+    args.ttis = args.ttis or (50 if cuda else 10)
+    args.prefix_cache = bool(args.prefix_cache)
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    if args.one:  # child: one configuration, JSON on the last line
+        print(json.dumps(measure(args, args.one[0], int(args.one[1]))))
+        return
+    model_dir(args)  # build the model directory once, before the children read it
+    runs = []
+    forwarded = [a for a in sys.argv[1:] if a != "--json"]
+    for precision in args.precision:
+        for envs in args.envs:
+            cmd = [sys.executable, __file__, *forwarded, "--device", args.device,
+                   "--one", precision, str(envs)]
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if done.returncode:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    result = {"model": runs[0]["model"], "I": args.ues, "N": args.rbgs, "T": args.ttis,
+              "epochs": args.epochs, "device": args.device, "threads": args.threads,
+              "machine": platform.processor() or platform.machine(),
+              "prefix_cache": args.prefix_cache, "paper": PAPER, "targets": TARGETS,
+              "runs": runs}
+    print(json.dumps(result, indent=2) if args.json else table(result))
+
+
+if __name__ == "__main__":
+    main()
