@@ -35,7 +35,7 @@ from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
 from trainers.config import ROLES, StackelbergPPOConfig
 from trainers.encoding import left_pad
-from trainers.hub import MODEL_CARD, policy_files
+from trainers.hub import MODEL_CARD, TRAINER_CONFIG, policy_files
 from trainers.models import StackelbergPolicy
 from trainers.pag import replay_masks, token_logprobs
 from trainers.trainer import StackelbergPPOTrainer
@@ -356,7 +356,9 @@ def test_trainer_push_to_hub_sends_the_adapters(hub, tiny_path, tmp_path, monkey
     monkeypatch.setattr(hf_constants, "ENDPOINT", test_hub.ENDPOINT)  # HfApi's default endpoint
     url = trainer.push_to_hub(kpis={"LLM": {"leader_utility": 0.5}}, token=test_hub.TOKEN)
     assert url == f"{test_hub.ENDPOINT}/{test_hub.REPO_ID}/commit/{test_hub.SHA}"
-    assert sorted(hub.files) == sorted([*policy_files(), MODEL_CARD])
+    assert sorted(hub.files) == sorted([*policy_files(), MODEL_CARD, TRAINER_CONFIG])
+    trained = json.loads(hub.files[TRAINER_CONFIG])  # evaluation replays the text layer from it
+    assert trained["hub_model_id"] == test_hub.REPO_ID and trained["n_envs"] == config["n_envs"]
     final = tmp_path / "final"
     for name in policy_files():
         assert hub.files[name] == (final / name).read_bytes(), name
