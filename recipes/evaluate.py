@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suites", nargs="+", default=["ues"], choices=SUITES)
     p.add_argument("--episodes", type=int, default=64, help="episodes per (policy, case)")
     p.add_argument("--envs", type=int, default=16, help="environments in lock step")
-    p.add_argument("--seed", type=int, default=0, help="seed of the environments (shared)")
+    p.add_argument("--seed", type=int, default=0, help="first seed of the environments (shared "
+                   "by all policies)")
+    p.add_argument("--seeds", type=int, default=1, help="independent seeds per (policy, case), "
+                   "pooled into one mean and 95 %% CI")
     p.add_argument("--config", type=Path, default=None,
                    help="YAML base scenario (sections cell/traffic/channel/reward, or under "
                         "'scenario'); default: SPEC's")
@@ -62,14 +65,15 @@ def run(args: argparse.Namespace) -> str:
     cases = [case for suite in args.suites for case in suite_cases(suite, base)]
     evaluator = Evaluator(args.episodes, args.envs, args.seed, args.device, args.base_model)
     rows = []
-    total = len(specs) * len(cases) * args.episodes
+    total = len(specs) * len(cases) * args.episodes * args.seeds
     with tqdm(total=total, unit="ep", disable=args.no_progress, file=sys.stderr) as bar:
         for case in cases:
             for spec in specs:
                 bar.set_postfix_str(f"{case.label} {spec.label}")
-                result = evaluator.run(spec, case, on_batch=bar.update)
+                results = [evaluator.run(spec, case, bar.update, seed=args.seed + k)
+                           for k in range(args.seeds)]
                 rows.append({"policy": spec.label, "suite": case.suite, "case": case.label,
-                             "x": case.x, "kpis": summarize([result])})
+                             "x": case.x, "kpis": summarize(results)})
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(rows)
@@ -88,7 +92,7 @@ def run(args: argparse.Namespace) -> str:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("episodes", "envs"):
+    for name in ("episodes", "envs", "seeds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} = {getattr(args, name)} is invalid; allowed: >= 1")
     try:

@@ -226,7 +226,8 @@ def test_evaluate_recipe_end_to_end(llm_dir, tmp_path):
     out = tmp_path / "eval"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "recipes" / "evaluate.py"), "--suites", "rbgs",
-         "--episodes", "2", "--envs", "2", "--config", str(config), "--no-progress",
+         "--episodes", "2", "--seeds", "2", "--envs", "2", "--config", str(config),
+         "--no-progress",
          "--policies", "MW=max_weight/dictator", f"LLM=llm:{llm_dir}",
          "--output-dir", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
@@ -234,7 +235,9 @@ def test_evaluate_recipe_end_to_end(llm_dir, tmp_path):
              "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| N=8 | LLM |" in proc.stdout
-    assert len(list(csv.DictReader((out / "results.csv").open()))) == 12
+    records = list(csv.DictReader((out / "results.csv").open()))
+    assert len(records) == 12
+    assert {r["throughput_mbps_n"] for r in records} == {"4"}  # 2 episodes x 2 seeds, pooled
     assert_png(out / "rbgs.png")
     bad = subprocess.run([sys.executable, str(ROOT / "recipes" / "evaluate.py"), "--policies",
                           "boss/dictator"], capture_output=True, text=True, cwd=ROOT,

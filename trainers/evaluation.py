@@ -153,11 +153,13 @@ class Evaluator:
                 raise ValueError(f"Evaluator.{name} = {value!r} is invalid; allowed: an integer "
                                  ">= 1")
 
-    def run(self, spec: PolicySpec, case: Case,
-            on_batch: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-        """``{kpi: (episodes,) array}`` of ``spec`` playing ``case``."""
+    def run(self, spec: PolicySpec, case: Case, on_batch: Callable[[int], None] | None = None,
+            seed: int | None = None) -> dict[str, np.ndarray]:
+        """``{kpi: (episodes,) array}`` of ``spec`` playing ``case`` (``seed``: default
+        :attr:`seed`)."""
+        seed = self.seed if seed is None else seed
         if spec.kind == "llm":
-            return self._run_llm(spec, case, on_batch)
+            return self._run_llm(spec, case, on_batch, seed)
         if spec.kind == "marl":
             from trainers.marl import load_marl_policies
 
@@ -172,7 +174,7 @@ class Evaluator:
         if case.legacy_ues:
             follower = MixedFollower(follower, make_follower("s_aloha"), case.legacy_ues)
         return run_episodes(case.scenario, leader, follower, self.episodes,
-                            min(self.n_envs, self.episodes), self.seed, on_batch)
+                            min(self.n_envs, self.episodes), seed, on_batch)
 
     # ----------------------------------------------------------------------------- LLM
     def _load_llm(self, path: str):
@@ -200,7 +202,8 @@ class Evaluator:
             self._llm[path] = (policy, tokenizer, read_trainer_config(folder) or {})
         return self._llm[path]
 
-    def _run_llm(self, spec: PolicySpec, case: Case, on_batch) -> dict[str, np.ndarray]:
+    def _run_llm(self, spec: PolicySpec, case: Case, on_batch, seed: int
+                 ) -> dict[str, np.ndarray]:
         import torch
 
         from trainers.chat import chat_render
@@ -218,7 +221,7 @@ class Evaluator:
                 config = StackelbergPPOConfig(
                     **{k: trained[k] for k in keep if k in trained},
                     scenario=case.scenario.to_dict(), n_envs=size, episodes_per_epoch=size,
-                    legacy_ues=case.legacy_ues, seed=self.seed,
+                    legacy_ues=case.legacy_ues, seed=seed,
                     output_dir=str(Path("runs") / "evaluate"))
                 render = chat_render(tokenizer) if config.use_chat_template else None
                 workers[size] = RolloutWorker(policy, tokenizer, PromptEncoder(tokenizer),
@@ -228,7 +231,7 @@ class Evaluator:
         results: dict[str, list[np.ndarray]] = {}
         with torch.no_grad():
             for k, (size, game_seed, policy_seed) in enumerate(
-                    batch_seeds(self.episodes, min(self.n_envs, self.episodes), self.seed)):
+                    batch_seeds(self.episodes, min(self.n_envs, self.episodes), seed)):
                 sample_seed = int(policy_seed.generate_state(1)[0])
                 play = worker(size)
                 _, _, kpis = play.play(0, k, play.config.temperature_end,
