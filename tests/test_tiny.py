@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainers import tiny as tiny_module
-from trainers.tiny import build_tiny_model, game_corpus
+from trainers.tiny import build_named_model, build_tiny_model, game_corpus
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +103,16 @@ def test_corpus_holds_prompts_and_actions_for_i_up_to_12():
 def test_invalid_sizes_raise(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         build_tiny_model(tmp_path, **kwargs)
+
+
+def test_vanilla_transformer_is_the_papers_size(tmp_path):
+    """App. B-F / Table IX: a 6.4M-parameter causal LM with 8 heads, trained from scratch."""
+    model, tokenizer = build_named_model("vanilla", tmp_path)
+    config = model.config
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (
+        256, 6, 8)
+    assert 6.0e6 < sum(p.numel() for p in model.parameters()) < 7.0e6
+    assert tokenizer.name_or_path == str(tmp_path / next(tmp_path.iterdir()).name)
+    with pytest.raises(ValueError, match="random model 'gpt5' is unknown; allowed: "
+                                         r"\['tiny', 'vanilla'\]"):
+        build_named_model("gpt5", tmp_path)
