@@ -68,6 +68,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_sweep(rows: Sequence[Mapping], suite: str, path: str | Path) -> Path:
     """Throughput and fairness against the suite's axis, one line per policy, 95 % CI bars."""
     plt = _pyplot()
@@ -85,12 +94,7 @@ def plot_sweep(rows: Sequence[Mapping], suite: str, path: str | Path) -> Path:
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -118,9 +122,4 @@ def plot_training(runs: Mapping[str, str | Path], path: str | Path) -> Path:
         ax.set_ylabel(key.replace("_", " "))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -40,6 +40,12 @@ HEADLINE = ("throughput_mbps", "fairness", "collision_rate", "invalid_action_rat
             "leader_utility", "follower_utility")
 
 
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (``.tmp-`` directories are never listed)."""
+    return sorted(Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*"),
+                  key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
 class StackelbergPPOTrainer:
     """Trains a :class:`trainers.models.StackelbergPolicy` on the text game (SPEC §6)."""
 
@@ -180,9 +186,7 @@ class StackelbergPPOTrainer:
 
     # ------------------------------------------------------------------------- checkpoints
     def checkpoints(self) -> list[Path]:
-        """Complete checkpoints, oldest first (``.tmp-`` directories are never listed)."""
-        return sorted(self.output_dir.glob(f"{CHECKPOINT_PREFIX}*"),
-                      key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+        return list_checkpoints(self.output_dir)
 
     def last_checkpoint(self) -> Path | None:
         found = self.checkpoints()

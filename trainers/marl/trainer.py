@@ -36,9 +36,9 @@ from trainers.marl.model import WEIGHTS_FILE, MARLAgents
 from trainers.marl.policies import MARLFollower, MARLLeader
 from trainers.marl.rollout import collect
 from trainers.ppo import cosine_lr_scheduler, explained_variance, ppo_losses
+from trainers.trainer import CHECKPOINT_PREFIX, list_checkpoints
 
 ROLES = ("leader", "follower")
-CHECKPOINT_PREFIX = "checkpoint-"
 HEADLINE = ("leader_utility", "follower_utility", "throughput_mbps", "fairness",
             "collision_rate", "idle_rbg_rate")
 
@@ -182,9 +182,7 @@ class MARLTrainer:
 
     # ------------------------------------------------------------------------- checkpoints
     def checkpoints(self) -> list[Path]:
-        """Complete checkpoints, oldest first (``.tmp-`` directories are never listed)."""
-        return sorted(self.output_dir.glob(f"{CHECKPOINT_PREFIX}*"),
-                      key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+        return list_checkpoints(self.output_dir)
 
     def last_checkpoint(self) -> Path | None:
         found = self.checkpoints()
