@@ -14,8 +14,6 @@ RNG states per process, the epoch, and the metrics written so far.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import random
 import shutil
@@ -33,17 +31,11 @@ from trainers.encoding import PromptEncoder
 from trainers.hub import write_trainer_config
 from trainers.ppo import cosine_lr_scheduler
 from trainers.rollout import RolloutWorker
+from trainers.run_files import CHECKPOINT_PREFIX, list_checkpoints, write_metrics
 from trainers.update import ppo_update
 
-CHECKPOINT_PREFIX = "checkpoint-"
 HEADLINE = ("throughput_mbps", "fairness", "collision_rate", "invalid_action_rate",
             "leader_utility", "follower_utility")
-
-
-def list_checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (``.tmp-`` directories are never listed)."""
-    return sorted(Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*"),
-                  key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
 
 
 class StackelbergPPOTrainer:
@@ -172,17 +164,10 @@ class StackelbergPPOTrainer:
             acc.log({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
         if not acc.is_main_process or record["epoch"] % self.args.log_every:
             return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.output_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        self._write_csv()
+        write_metrics(self.output_dir, self._logged(), "epoch", append=record)
 
-    def _write_csv(self) -> None:
-        keys = sorted({k for r in self.history for k in r}, key=lambda k: (k != "epoch", k))
-        with open(self.output_dir / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(r for r in self.history if r["epoch"] % self.args.log_every == 0)
+    def _logged(self) -> list[dict]:
+        return [r for r in self.history if r["epoch"] % self.args.log_every == 0]
 
     # ------------------------------------------------------------------------- checkpoints
     def checkpoints(self) -> list[Path]:
@@ -242,11 +227,7 @@ class StackelbergPPOTrainer:
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         if self.accelerator.is_main_process:  # metrics after the checkpoint are replayed
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.output_dir / "metrics.jsonl", "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in self.history
-                             if r["epoch"] % self.args.log_every == 0)
-            self._write_csv()
+            write_metrics(self.output_dir, self._logged(), "epoch")
 
     # ---------------------------------------------------------------------- final model
     def save_model(self, directory: str | os.PathLike | None = None) -> Path:

@@ -13,8 +13,6 @@ history) is all the state there is; it is written atomically (temp dir + ``os.re
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import shutil
@@ -36,7 +34,7 @@ from trainers.marl.model import WEIGHTS_FILE, MARLAgents
 from trainers.marl.policies import MARLFollower, MARLLeader
 from trainers.marl.rollout import collect
 from trainers.ppo import cosine_lr_scheduler, explained_variance, ppo_losses
-from trainers.trainer import CHECKPOINT_PREFIX, list_checkpoints
+from trainers.run_files import CHECKPOINT_PREFIX, list_checkpoints, write_metrics
 
 ROLES = ("leader", "follower")
 HEADLINE = ("leader_utility", "follower_utility", "throughput_mbps", "fairness",
@@ -165,20 +163,10 @@ class MARLTrainer:
         self.history.append(record)
         if record["update"] % self.config.log_every:
             return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.output_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(_finite(record)) + "\n")
-        self._write_csv()
+        write_metrics(self.output_dir, self._logged(), "update", append=_finite(record))
 
     def _logged(self) -> list[dict]:
         return [r for r in self.history if r["update"] % self.config.log_every == 0]
-
-    def _write_csv(self) -> None:
-        keys = sorted({k for r in self.history for k in r}, key=lambda k: (k != "update", k))
-        with open(self.output_dir / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self._logged())
 
     # ------------------------------------------------------------------------- checkpoints
     def checkpoints(self) -> list[Path]:
@@ -216,10 +204,8 @@ class MARLTrainer:
             self.schedulers[role].load_state_dict(state["schedulers"][role])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
-        self.output_dir.mkdir(parents=True, exist_ok=True)  # metrics after it are replayed
-        with open(self.output_dir / "metrics.jsonl", "w") as f:
-            f.writelines(json.dumps(_finite(r)) + "\n" for r in self._logged())
-        self._write_csv()
+        # metrics after the checkpoint are replayed
+        write_metrics(self.output_dir, [_finite(r) for r in self._logged()], "update")
 
     # ---------------------------------------------------------------------- final model
     def save_model(self, directory: str | os.PathLike | None = None) -> Path:
