@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from textgame.config import _fail, _real_in
+from textgame.config import _fail, _int_at_least, _real_in
 from textgame.game import FollowerObs, LeaderObs
 from textgame.simulator import COLLISION, SUCCESS
 
@@ -194,8 +194,7 @@ class MixedFollower(FollowerPolicy):
     name = "mixed"
 
     def __init__(self, agentic: FollowerPolicy, legacy: FollowerPolicy, n_legacy: int) -> None:
-        if isinstance(n_legacy, bool) or not isinstance(n_legacy, int) or n_legacy < 0:
-            _fail("MixedFollower", "n_legacy", n_legacy, "an integer >= 0")
+        _int_at_least("MixedFollower", "n_legacy", n_legacy, 0)
         self.agentic, self.legacy, self.n_legacy = agentic, legacy, n_legacy
 
     def reset(self, n_envs, max_ues, n_rbgs, ucm_levels, rng) -> None:

@@ -22,13 +22,14 @@ between policies are not sampling noise of the scenarios.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from textgame.config import ScenarioConfig
+from textgame.config import ScenarioConfig, _int_at_least
 from textgame.policies import (
     FOLLOWERS,
     LEADERS,
@@ -148,10 +149,7 @@ class Evaluator:
 
     def __post_init__(self) -> None:
         for name in ("episodes", "n_envs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Evaluator.{name} = {value!r} is invalid; allowed: an integer "
-                                 ">= 1")
+            _int_at_least("Evaluator", name, getattr(self, name), 1)
 
     def run(self, spec: PolicySpec, case: Case, on_batch: Callable[[int], None] | None = None,
             seed: int | None = None) -> dict[str, np.ndarray]:
@@ -180,8 +178,6 @@ class Evaluator:
     def _load_llm(self, path: str):
         """(policy, tokenizer, training config dict) of an LLM policy, loaded once."""
         if path not in self._llm:
-            import json
-
             from transformers import AutoTokenizer
 
             from trainers.hub import download, read_trainer_config

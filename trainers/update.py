@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from trainers.encoding import left_pad
 from trainers.pag import replay_masks, token_logprobs
@@ -66,10 +68,8 @@ def reference_logprobs(policy, role: str, d: Decisions, rows: np.ndarray, input_
             return ref
         for k, row in zip(new, ref, strict=True):
             cache[int(rows[k])] = row[:sizes[k]]
-    out = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)  # (b, T)
-    for k, i in enumerate(rows):
-        out[k, :sizes[k]] = cache[int(i)]
-    return out
+    out = pad_sequence([cache[int(i)] for i in rows], batch_first=True)  # (b, max length)
+    return F.pad(out.float(), (0, tokens.shape[1] - out.shape[1]))  # (b, T), zeros after
 
 
 def minibatch_losses(policy, role: str, d: Decisions, rows: np.ndarray, config,

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in
 from textgame.config import _fail as _fail_field
+from trainers.config import _help
 
 ALGOS = ("mappo", "gmac")
 OWNER = "MARLConfig"
 # The paper trains MAPPO-G and G-MAC "exclusively in the 5-UEs scenario" (Fig. 5).
 TRAIN_SCENARIO = {"cell": {"ue_counts": [5], "n_rbgs": 4, "episode_ttis": 50}}
-
-
-def _help(text: str, **kwargs) -> Any:
-    return field(metadata={"help": text}, **kwargs)
 
 
 def _fail(name: str, value: Any, allowed: str) -> None:
