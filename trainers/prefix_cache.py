@@ -99,6 +99,7 @@ class PrefixCache:
         groups: dict[tuple[int, ...], list[int]] = {}
         for b, k in enumerate(keys):
             groups.setdefault(k, []).append(b)
+        index = {k: torch.tensor(members, device=device) for k, members in groups.items() if k}
         layers = []
         first = self._entries[role, next(k for k in keys if k)] if width else None
         for layer in range(len(first) if first else 0):
@@ -109,10 +110,8 @@ class PrefixCache:
                     full = like.expand(len(rows), -1, -1, -1)
                 else:
                     full = like.new_zeros((len(rows), like.shape[1], width, like.shape[3]))
-                    for k, members in groups.items():
-                        if k:
-                            index = torch.tensor(members, device=device)
-                            full[index, :, width - len(k):] = self._entries[role, k][layer][which]
+                    for k, rows_k in index.items():
+                        full[rows_k, :, width - len(k):] = self._entries[role, k][layer][which]
                 keys_values.append(full)
             layers.append(tuple(keys_values))
         config = getattr(model, "config", None)
