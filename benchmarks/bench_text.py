@@ -10,7 +10,7 @@ text env reading the previous actions, stepping the game and rendering the promp
 (softmax and draw), prefill and decode (the model's forward passes, KV-cached) and other (action
 texts). Overhead = (env + prompts + tokenise + mask) / total, per role and over all the
 decisions of the timed TTIs; target <= 10 %. The model is the random tiny Llama of
-``trainers.tiny`` (built offline into ``--cache-dir``).
+``trainers.policy.named_models`` (built offline into ``--cache-dir``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import torch
 
 from textgame.config import CellConfig, ScenarioConfig, replace_checked
 from textgame.text_env import TextStackelbergEnv
-from trainers.encoding import PromptEncoder
-from trainers.pag import compile_action_grammar, sample_constrained
-from trainers.tiny import build_tiny_model
+from trainers.pag.sampler import compile_action_grammar, sample_constrained
+from trainers.policy.encoding import PromptEncoder
+from trainers.policy.named_models import build_tiny_model
 
 PHASES = ("env+prompts", "tokenise", "mask", "sample", "prefill", "decode", "other")
 OVERHEAD = ("env+prompts", "tokenise", "mask")

@@ -8,7 +8,8 @@
 The policy is built and trained by the same code as ``recipes/ppo_llama1b.py``: a base model
 directory loaded by ``StackelbergPolicy.from_model_config`` (bitsandbytes NF4 for QLoRA), LoRA
 r = 16 on every projection, ``StackelbergPPOTrainer.train_epoch`` (rollout of B environments,
-then each role's PPO update). Specs: ``tiny`` (the offline model of ``trainers.tiny``) or
+then each role's PPO update). Specs: ``tiny`` (the offline model of
+``trainers.policy.named_models``) or
 ``llama-3.2-1b``: Llama-3.2-1B's architecture (hidden 2048, 16 layers, 32 heads, 8 KV heads,
 intermediate 8192, tied embeddings, 128256 output rows) with random weights, built from a
 ``LlamaConfig`` over the tiny game tokenizer, so nothing is downloaded and the LM head costs
@@ -75,7 +76,7 @@ def model_dir(args) -> tuple[Path, str]:
     import torch
     from transformers import LlamaForCausalLM
 
-    from trainers.tiny import build_tiny_model
+    from trainers.policy.named_models import build_tiny_model
 
     _, tokenizer = build_tiny_model(args.cache_dir)
     if args.spec == "tiny":
@@ -124,9 +125,9 @@ def measure(args, precision: str, envs: int) -> dict:
     import torch
     from transformers import AutoTokenizer
 
-    from trainers.config import StackelbergPPOConfig
-    from trainers.models import StackelbergPolicy
-    from trainers.trainer import StackelbergPPOTrainer
+    from trainers.policy.models import StackelbergPolicy
+    from trainers.stackelberg.config import StackelbergPPOConfig
+    from trainers.stackelberg.trainer import StackelbergPPOTrainer
 
     torch.set_num_threads(args.threads)
     cuda = args.device == "cuda"

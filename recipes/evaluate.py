@@ -9,7 +9,7 @@
 Policies (``[label=]spec``): a heuristic pair ``LEADER/FOLLOWER``; ``marl:DIR`` (MAPPO or G-MAC,
 ``{ues}``/``{rbgs}`` in DIR filled per case: MAPPO-S); ``llm:DIR_OR_REPO`` (Stackelberg PPO
 adapters from a run's ``final/`` or the Hub). Suites: ues (I = 2..10), rbgs (N = 3..8), tbler,
-traffic (Table III), legacy (Table VII), stress (Table VIII); see ``trainers/evaluation.py``.
+traffic (Table III), legacy (Table VII), stress (Table VIII); see ``trainers/evaluation/suites.py``.
 Writes ``results.md``, ``results.csv``, ``<suite>.png`` for the sweeps and ``training.png``.
 """
 
@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from textgame.config import ConfigError
 from textgame.metrics import summarize
-from trainers.evaluation import SUITES, Evaluator, parse_policy, suite_cases
-from trainers.report import SWEEPS, markdown, plot_sweep, plot_training, to_csv
+from trainers.evaluation.report import SWEEPS, markdown, plot_sweep, plot_training, to_csv
+from trainers.evaluation.suites import SUITES, Evaluator, parse_policy, suite_cases
 
 DEFAULT_POLICIES = ("Max-Weight=max_weight/dictator", "Round-Robin=round_robin/dictator",
                     "S-ALOHA=idle/s_aloha", "Random=random/random")

@@ -6,8 +6,8 @@
 Every field of ``StackelbergPPOConfig`` and TRL's ``ModelConfig`` can be set in the YAML file or
 on the command line (``--total_epochs 50``). ``model_name_or_path: tiny`` (or ``vanilla``, the
 paper's scratch-trained transformer) builds an offline tokenizer and random Llama with
-``trainers.tiny`` (no download). At the end the script prints the learning curve and the trained
-policy's KPIs next to S-ALOHA and Max-Weight on the same scenario.
+``trainers.policy.named_models`` (no download). At the end the script prints the learning curve
+and the trained policy's KPIs next to S-ALOHA and Max-Weight on the same scenario.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from trl import ModelConfig, TrlParser
 from textgame.metrics import summarize
 from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
-from trainers.config import StackelbergPPOConfig
-from trainers.models import StackelbergPolicy
-from trainers.tiny import RANDOM_MODELS, build_named_model
-from trainers.trainer import HEADLINE, StackelbergPPOTrainer
+from trainers.policy.models import StackelbergPolicy
+from trainers.policy.named_models import RANDOM_MODELS, build_named_model
+from trainers.stackelberg.config import StackelbergPPOConfig
+from trainers.stackelberg.trainer import HEADLINE, StackelbergPPOTrainer
 
 BASELINES = {"S-ALOHA": ("idle", "s_aloha"), "Max-Weight": ("max_weight", "dictator")}
 

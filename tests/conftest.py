@@ -15,8 +15,8 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_path(tmp_path_factory) -> str:
-    """Directory of the tiny offline model (trainers.tiny), built once per test session."""
-    from trainers.tiny import build_tiny_model
+    """Directory of the tiny offline model (named_models), built once per test session."""
+    from trainers.policy.named_models import build_tiny_model
 
     model, _ = build_tiny_model(tmp_path_factory.mktemp("tiny-models"))
     return model.name_or_path

@@ -4,7 +4,7 @@ from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
 from textgame.text_env import TextStackelbergEnv
-from trainers.chat import chat_render
+from trainers.policy.chat import chat_render
 
 TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"

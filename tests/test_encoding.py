@@ -7,8 +7,8 @@ from transformers import PreTrainedTokenizerFast
 from textgame.config import CellConfig, ScenarioConfig
 from textgame.prompts import TextConfig
 from textgame.text_env import TextStackelbergEnv
-from trainers.encoding import PromptEncoder, encode_prompts
-from trainers.tiny import build_tiny_model, game_corpus
+from trainers.policy.encoding import PromptEncoder, encode_prompts
+from trainers.policy.named_models import build_tiny_model, game_corpus
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["split-digits", "merged-digits"])

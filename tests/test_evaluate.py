@@ -1,4 +1,4 @@
-"""The evaluation suite (trainers/evaluation.py, trainers/report.py, recipes/evaluate.py): the
+"""The evaluation suite (trainers/evaluation/, recipes/evaluate.py): the
 paper's scenarios, policy specs, common random numbers, LLM policies end to end, tables, figures."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from trl import ModelConfig
 
 from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
-from trainers.config import StackelbergPPOConfig
-from trainers.evaluation import (
+from trainers.evaluation.report import markdown, plot_sweep, plot_training, to_csv
+from trainers.evaluation.suites import (
     LEGACY_LOADS,
     LEGACY_MIXES,
     TBLERS,
@@ -28,9 +28,9 @@ from trainers.evaluation import (
     parse_policy,
     suite_cases,
 )
-from trainers.hub import write_trainer_config
-from trainers.models import StackelbergPolicy
-from trainers.report import markdown, plot_sweep, plot_training, to_csv
+from trainers.policy.models import StackelbergPolicy
+from trainers.runs.hub import write_trainer_config
+from trainers.stackelberg.config import StackelbergPPOConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = {"cell": {"episode_ttis": 4}}  # a short base scenario: every suite keeps T = 4

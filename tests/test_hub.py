@@ -30,8 +30,7 @@ try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx (same API)
 except ImportError:  # pragma: no cover
     import httpx as httpx2
 
-from trainers.config import StackelbergPPOConfig
-from trainers.hub import (
+from trainers.runs.hub import (
     MODEL_CARD,
     HubError,
     download,
@@ -39,6 +38,7 @@ from trainers.hub import (
     policy_files,
     push_to_hub,
 )
+from trainers.stackelberg.config import StackelbergPPOConfig
 
 ENDPOINT = "http://hub.test"
 REPO_ID = "mac-lab/agentic-mac-tiny"
@@ -197,7 +197,7 @@ def test_model_card_holds_every_config_field(config):
 
 def test_model_card_tells_how_to_load_both_adapters(config):
     card = model_card(base_model=BASE_MODEL, config=config, kpis=None, repo_id=REPO_ID)
-    assert "from trainers.models import StackelbergPolicy" in card
+    assert "from trainers.policy.models import StackelbergPolicy" in card
     assert f'download("{REPO_ID}")' in card
     assert 'subfolder="leader"' in card and 'subfolder="follower"' in card
 

@@ -18,8 +18,7 @@ from textgame.parsing import (
     read_follower,
 )
 from textgame.text_env import TextStackelbergEnv
-from trainers.encoding import encode_prompts
-from trainers.pag import (
+from trainers.pag.sampler import (
     compile_action_grammar,
     masked_logits,
     replay_masks,
@@ -27,7 +26,8 @@ from trainers.pag import (
     start_states,
     token_logprobs,
 )
-from trainers.tiny import build_tiny_model
+from trainers.policy.encoding import encode_prompts
+from trainers.policy.named_models import build_tiny_model
 
 K = 4
 SIZES = [(i, n) for i in range(1, 13) for n in range(1, 9)]  # every I in 1..12, N in 1..8

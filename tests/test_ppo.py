@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from trainers.config import StackelbergPPOConfig
 from trainers.ppo import (
     cosine_lr_scheduler,
     cosine_with_warmup,
@@ -17,6 +16,7 @@ from trainers.ppo import (
     normalize_advantages,
     ppo_losses,
 )
+from trainers.stackelberg.config import StackelbergPPOConfig
 
 F64 = torch.float64
 REWARDS = torch.tensor([[1.0, 0.0, 2.0]], dtype=F64)  # (1, 3)

@@ -4,7 +4,7 @@ import pytest
 from trl import ModelConfig, TrlParser
 
 from textgame.config import ConfigError
-from trainers.config import StackelbergPPOConfig
+from trainers.stackelberg.config import StackelbergPPOConfig
 
 
 def test_spec_defaults():

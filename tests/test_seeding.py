@@ -16,11 +16,11 @@ from textgame.config import CellConfig, ScenarioConfig, replace_checked
 from textgame.game import StackelbergGame
 from textgame.parsing import parse_dcm
 from textgame.policies import make_follower, make_leader
-from trainers.chat import chat_render
-from trainers.config import StackelbergPPOConfig
-from trainers.encoding import encode_prompts
-from trainers.seeding import expert_dataset, seed_adapter, seed_policy, sft_config
-from trainers.tiny import build_tiny_model
+from trainers.policy.chat import chat_render
+from trainers.policy.encoding import encode_prompts
+from trainers.policy.named_models import build_tiny_model
+from trainers.stackelberg.config import StackelbergPPOConfig
+from trainers.stackelberg.seeding import expert_dataset, seed_adapter, seed_policy, sft_config
 
 CELL = replace_checked(CellConfig(), ue_counts=(2, 3, 4), episode_ttis=5)
 SCENARIO = ScenarioConfig(cell=CELL)

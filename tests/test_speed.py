@@ -13,13 +13,13 @@ from trl import ModelConfig
 
 from textgame.config import CellConfig, ScenarioConfig, replace_checked
 from textgame.text_env import TextStackelbergEnv
-from trainers.config import StackelbergPPOConfig
-from trainers.encoding import PromptEncoder, meta_prompt_lines
-from trainers.models import StackelbergPolicy, load_base_model, lora_config
-from trainers.pag import compile_action_grammar
-from trainers.rollout import RolloutWorker
-from trainers.tiny import build_tiny_model
-from trainers.update import ppo_update
+from trainers.pag.sampler import compile_action_grammar
+from trainers.policy.encoding import PromptEncoder, meta_prompt_lines
+from trainers.policy.models import StackelbergPolicy, load_base_model, lora_config
+from trainers.policy.named_models import build_tiny_model
+from trainers.stackelberg.config import StackelbergPPOConfig
+from trainers.stackelberg.rollout import RolloutWorker
+from trainers.stackelberg.update import ppo_update
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -114,7 +114,7 @@ def test_prefix_cache_is_rebuilt_after_an_optimizer_step(tiny):
 
 
 def test_reference_logprobs_reused_across_ppo_passes_change_no_metric(tiny, monkeypatch):
-    import trainers.update as update
+    import trainers.stackelberg.update as update
 
     path, tokenizer = tiny
     cell = {"ue_counts": [2, 3], "n_rbgs": 2, "episode_ttis": 3}

@@ -5,8 +5,8 @@ import re
 import pytest
 import torch
 
-from trainers import tiny as tiny_module
-from trainers.tiny import build_named_model, build_tiny_model, game_corpus
+from trainers.policy import named_models as tiny_module
+from trainers.policy.named_models import build_named_model, build_tiny_model, game_corpus
 
 
 @pytest.fixture(scope="session")

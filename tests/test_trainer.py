@@ -1,7 +1,8 @@
 """StackelbergPPOTrainer (SPEC §6): first PPO ratios, role isolation, exact resume after a kill,
 data parallelism, learning on the tiny model, logs and checkpoints, and the Hub push.
 
-Everything runs offline on the CPU with the tiny model of :mod:`trainers.tiny` on a small cell
+Everything runs offline on the CPU with the tiny model of
+:mod:`trainers.policy.named_models` on a small cell
 (I in {2, 3}, N = 2). Hyperparameters come from ``recipes/configs/tiny_cpu.yaml``; the recipe
 itself runs as a subprocess (and under ``accelerate launch`` with two gloo processes).
 """
@@ -33,13 +34,13 @@ from trl import ModelConfig
 from textgame.metrics import summarize
 from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
-from trainers.config import ROLES, StackelbergPPOConfig
-from trainers.encoding import left_pad
-from trainers.hub import MODEL_CARD, TRAINER_CONFIG, policy_files
-from trainers.models import StackelbergPolicy
-from trainers.pag import replay_masks, token_logprobs
-from trainers.trainer import StackelbergPPOTrainer
-from trainers.update import _right_pad, minibatch_losses, ppo_update
+from trainers.pag.sampler import replay_masks, token_logprobs
+from trainers.policy.encoding import left_pad
+from trainers.policy.models import StackelbergPolicy
+from trainers.runs.hub import MODEL_CARD, TRAINER_CONFIG, policy_files
+from trainers.stackelberg.config import ROLES, StackelbergPPOConfig
+from trainers.stackelberg.trainer import StackelbergPPOTrainer
+from trainers.stackelberg.update import _right_pad, minibatch_losses, ppo_update
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "ppo_llama1b.py"
@@ -244,9 +245,9 @@ import yaml
 from transformers import AutoTokenizer
 from trl import ModelConfig
 
-from trainers.config import ROLES, StackelbergPPOConfig
-from trainers.models import StackelbergPolicy
-from trainers.trainer import StackelbergPPOTrainer
+from trainers.stackelberg.config import ROLES, StackelbergPPOConfig
+from trainers.policy.models import StackelbergPolicy
+from trainers.stackelberg.trainer import StackelbergPPOTrainer
 
 config = yaml.safe_load(Path(sys.argv[1]).read_text())
 model_fields = set(ModelConfig.__dataclass_fields__)

@@ -19,7 +19,7 @@ from functools import partial
 
 import torch
 
-from trainers.pag import masked_log_softmax
+from trainers.pag.sampler import masked_log_softmax
 
 
 # ------------------------------------------------------------------------------ eqs. 8-9
@@ -134,7 +134,7 @@ def ppo_losses(new_logp_action: torch.Tensor, old_logp_action: torch.Tensor,
     current and the rollout policy; ``entropy``, ``kl``: per action (summed over its tokens,
     :func:`masked_entropy`, :func:`kl_to_reference`). ``config`` has clip_range,
     value_clip_range, vf_coef, ent_coef, kl_coef and normalize_advantages
-    (:class:`trainers.config.StackelbergPPOConfig`).
+    (:class:`trainers.stackelberg.config.StackelbergPPOConfig`).
 
     Returns ``loss`` = pg_loss + vf_coef * v_loss - ent_coef * entropy_loss + kl_coef * kl_loss
     (what to backpropagate), the four terms, and the detached diagnostics ``approx_kl``

@@ -15,7 +15,7 @@ from typing import Any
 
 from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in
 from textgame.config import _fail as _fail_field
-from trainers.config import _help
+from trainers.stackelberg.config import _help
 
 ALGOS = ("mappo", "gmac")
 OWNER = "MARLConfig"

@@ -34,7 +34,7 @@ from trainers.marl.model import WEIGHTS_FILE, MARLAgents
 from trainers.marl.policies import MARLFollower, MARLLeader
 from trainers.marl.rollout import collect
 from trainers.ppo import cosine_lr_scheduler, explained_variance, ppo_losses
-from trainers.run_files import CHECKPOINT_PREFIX, list_checkpoints, write_metrics
+from trainers.runs.run_dir import CHECKPOINT_PREFIX, list_checkpoints, write_metrics
 
 ROLES = ("leader", "follower")
 HEADLINE = ("leader_utility", "follower_utility", "throughput_mbps", "fairness",

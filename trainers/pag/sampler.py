@@ -12,7 +12,7 @@ Conventions. V = the model's output rows (``vocab_size``, >= len(tokenizer)); pa
 part of the action log-prob (in the last slot "1" vs "12" is decided by EOS vs "2"). A row
 that has consumed EOS is done: its mask is {EOS}, it is padded with EOS, and the masked
 log-prob of that padding is exactly 0. Backends ("llguidance" CFG, the default; "regex";
-"none" = PAG off) and how they are built through Outlines: :mod:`trainers.pag_backends`.
+"none" = PAG off) and how they are built through Outlines: :mod:`trainers.pag.backends`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from grammars import max_action_chars, render_grammar, render_regex
-from trainers.pag_backends import BACKENDS, GrammarState, Vocab
+from trainers.pag.backends import BACKENDS, GrammarState, Vocab
 
 _KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _VOCABS: dict[str, Vocab] = {}
@@ -178,7 +178,7 @@ def sample_constrained(model, input_ids: torch.Tensor, attention_mask: torch.Ten
 
     One prefill, then one cached decode step per token; position ids count real tokens only.
     ``past_key_values`` (a cache of Lp columns, e.g. the meta-prompts of
-    :class:`trainers.prefix_cache.PrefixCache`) with ``past_mask`` (B, Lp) holds the first
+    :class:`trainers.policy.prefix_cache.PrefixCache`) with ``past_mask`` (B, Lp) holds the first
     tokens of each row; ``input_ids`` are then the rest of the prompts.
     ``generator`` must live on the model's device. ``max_new_tokens`` defaults to the longest
     action any row's grammar allows, so no action is cut. ``timings`` (optional dict) gets the

@@ -19,10 +19,10 @@ import torch
 
 from textgame.policies import FollowerPolicy, MixedFollower, legacy_mask, make_follower
 from textgame.text_env import TextStackelbergEnv
-from trainers.config import StackelbergPPOConfig
-from trainers.encoding import meta_prompt_lines
-from trainers.pag import compile_action_grammar
+from trainers.pag.sampler import compile_action_grammar
+from trainers.policy.encoding import meta_prompt_lines
 from trainers.ppo import gae
+from trainers.stackelberg.config import StackelbergPPOConfig
 
 
 @dataclass

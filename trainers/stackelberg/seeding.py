@@ -28,13 +28,13 @@ from textgame.config import ScenarioConfig
 from textgame.policies import make_follower, make_leader
 from textgame.prompts import TextConfig
 from textgame.text_env import TextStackelbergEnv
-from trainers.chat import chat_render
-from trainers.config import ROLES
+from trainers.policy.chat import chat_render
+from trainers.stackelberg.config import ROLES
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from trainers.config import StackelbergPPOConfig
+    from trainers.stackelberg.config import StackelbergPPOConfig
 
 EXPERT_LEADERS = ("max_weight", "round_robin")
 

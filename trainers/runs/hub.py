@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from huggingface_hub import HfApi, ModelCardData, snapshot_download
 
-from trainers.config import ROLES, StackelbergPPOConfig
+from trainers.stackelberg.config import ROLES, StackelbergPPOConfig
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ _USAGE = """\
 With agentic-mac (a repo id or a local directory):
 
 ```python
-from trainers.hub import download
-from trainers.models import StackelbergPolicy
+from trainers.runs.hub import download
+from trainers.policy.models import StackelbergPolicy
 
 path = download("{repo_id}")  # the adapters, value heads and this card
 policy = StackelbergPolicy.from_pretrained("{base_model}", path)

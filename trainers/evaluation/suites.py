@@ -180,8 +180,8 @@ class Evaluator:
         if path not in self._llm:
             from transformers import AutoTokenizer
 
-            from trainers.hub import download, read_trainer_config
-            from trainers.models import StackelbergPolicy
+            from trainers.policy.models import StackelbergPolicy
+            from trainers.runs.hub import download, read_trainer_config
 
             folder = download(path)
             adapter = json.loads((folder / "leader" / "adapter_config.json").read_text())
@@ -202,10 +202,10 @@ class Evaluator:
                  ) -> dict[str, np.ndarray]:
         import torch
 
-        from trainers.chat import chat_render
-        from trainers.config import StackelbergPPOConfig
-        from trainers.encoding import PromptEncoder
-        from trainers.rollout import RolloutWorker
+        from trainers.policy.chat import chat_render
+        from trainers.policy.encoding import PromptEncoder
+        from trainers.stackelberg.config import StackelbergPPOConfig
+        from trainers.stackelberg.rollout import RolloutWorker
 
         policy, tokenizer, trained = self._load_llm(spec.path_for(case))
         keep = ("history_ttis", "use_chat_template", "pag_backend", "temperature_end",

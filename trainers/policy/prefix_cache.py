@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache
 
-from trainers.encoding import left_pad
+from trainers.policy.encoding import left_pad
 
 _PAD = 0  # any id: padding is never attended to
 

@@ -25,21 +25,21 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from textgame.metrics import summarize
-from trainers.chat import chat_render
-from trainers.config import ROLES, StackelbergPPOConfig
-from trainers.encoding import PromptEncoder
-from trainers.hub import write_trainer_config
+from trainers.policy.chat import chat_render
+from trainers.policy.encoding import PromptEncoder
 from trainers.ppo import cosine_lr_scheduler
-from trainers.rollout import RolloutWorker
-from trainers.run_files import CHECKPOINT_PREFIX, list_checkpoints, write_metrics
-from trainers.update import ppo_update
+from trainers.runs.hub import write_trainer_config
+from trainers.runs.run_dir import CHECKPOINT_PREFIX, list_checkpoints, write_metrics
+from trainers.stackelberg.config import ROLES, StackelbergPPOConfig
+from trainers.stackelberg.rollout import RolloutWorker
+from trainers.stackelberg.update import ppo_update
 
 HEADLINE = ("throughput_mbps", "fairness", "collision_rate", "invalid_action_rate",
             "leader_utility", "follower_utility")
 
 
 class StackelbergPPOTrainer:
-    """Trains a :class:`trainers.models.StackelbergPolicy` on the text game (SPEC §6)."""
+    """Trains a :class:`trainers.policy.models.StackelbergPolicy` on the text game (SPEC §6)."""
 
     def __init__(self, model, processing_class, args: StackelbergPPOConfig | None = None,
                  accelerator: Accelerator | None = None, base_model_name: str = "") -> None:
@@ -149,7 +149,7 @@ class StackelbergPPOTrainer:
 
     # ----------------------------------------------------------------------------- seeding
     def seed_with_experts(self) -> dict:
-        from trainers.seeding import seed_policy
+        from trainers.stackelberg.seeding import seed_policy
 
         metrics = seed_policy(self.policy.peft_model, self.tokenizer, self.args,
                               self.output_dir / "expert-seeding")
@@ -240,7 +240,7 @@ class StackelbergPPOTrainer:
         return directory
 
     def push_to_hub(self, kpis: dict | None = None, token: str | None = None) -> str | None:
-        from trainers.hub import push_to_hub
+        from trainers.runs.hub import push_to_hub
 
         folder = self.save_model()
         if not self.accelerator.is_main_process:

@@ -10,7 +10,7 @@ encoding on its first ``verify`` prompts and encodes in full for good if any of 
 
 :meth:`PromptEncoder.prefix_lengths` gives each prompt's meta-prompt length in tokens (its first
 :func:`meta_prompt_lines` lines), for reusing the meta-prompts' KV states
-(:mod:`trainers.prefix_cache`).
+(:mod:`trainers.policy.prefix_cache`).
 """
 
 from __future__ import annotations

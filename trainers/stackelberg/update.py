@@ -1,11 +1,11 @@
 """PPO update of one role (SPEC §6, Algorithm 1 lines 16-21) over an epoch's decisions.
 
 Each minibatch replays the PAG masks of its decisions from their tokens
-(:func:`trainers.pag.replay_masks`), recomputes the action log-probs at the sampling temperature
-with the role's adapter (eq. 12), the masked entropy and the KL to the reference (adapters off),
-and takes one optimizer step on the role's parameters only. With several processes the role's
-gradients are averaged across processes before the step, so adapters stay identical; every
-process runs the same number of minibatches (agreed as the maximum over processes).
+(:func:`trainers.pag.sampler.replay_masks`), recomputes the action log-probs at the sampling
+temperature with the role's adapter (eq. 12), the masked entropy and the KL to the reference
+(adapters off), and takes one optimizer step on the role's parameters only. With several
+processes the role's gradients are averaged across processes before the step, so adapters
+stay identical; every process runs the same number of minibatches (the maximum over processes).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from trainers.encoding import left_pad
-from trainers.pag import replay_masks, token_logprobs
+from trainers.pag.sampler import replay_masks, token_logprobs
+from trainers.policy.encoding import left_pad
 from trainers.ppo import explained_variance, kl_to_reference, masked_entropy, ppo_losses
-from trainers.rollout import Decisions
+from trainers.stackelberg.rollout import Decisions
 
 
 def _right_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
