@@ -21,27 +21,32 @@ class ConfigError(ValueError):
     """An invalid configuration value; the message names the field, the value, what is allowed."""
 
 
-def _fail(owner: str, name: str, value: Any, allowed: str) -> None:
+def fail_field(owner: str, name: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{owner}.{name} = {value!r} is invalid; allowed: {allowed}")
 
 
-def _int_at_least(owner: str, name: str, value: Any, low: int) -> None:
+def check_int_at_least(owner: str, name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        _fail(owner, name, value, f"an integer >= {low}")
+        fail_field(owner, name, value, f"an integer >= {low}")
 
 
-def _real_in(owner: str, name: str, value: Any, low: float, high: float, *,
+def check_real_in(owner: str, name: str, value: Any, low: float, high: float, *,
              high_open: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and low <= value and (value < high if high_open else value <= high)
     if not ok:
-        _fail(owner, name, value, f"a number in [{low}, {high}{')' if high_open else ']'}")
+        fail_field(owner, name, value, f"a number in [{low}, {high}{')' if high_open else ']'}")
 
 
-def _positive(owner: str, name: str, value: Any) -> None:
+def check_positive(owner: str, name: str, value: Any) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not (ok and value > 0):
-        _fail(owner, name, value, "a finite number > 0")
+        fail_field(owner, name, value, "a finite number > 0")
+
+
+# The names other modules imported before the validators were public (removed once all use them).
+_fail, _int_at_least, _real_in, _positive = (fail_field, check_int_at_least, check_real_in,
+                                             check_positive)
 
 
 @dataclass(frozen=True)
@@ -83,31 +88,31 @@ class CellConfig:
         o = "CellConfig"
         for name in ("n_rbgs", "rbs_per_rbg", "subcarriers_per_rb", "symbols_per_tti",
                      "episode_ttis", "dpdu_bits", "buffer_dpdus"):
-            _int_at_least(o, name, getattr(self, name), 1)
-        _int_at_least(o, "ucm_levels", self.ucm_levels, 1)
-        _positive(o, "tti_ms", self.tti_ms)
-        _real_in(o, "tbler", self.tbler, 0.0, 1.0, high_open=True)
+            check_int_at_least(o, name, getattr(self, name), 1)
+        check_int_at_least(o, "ucm_levels", self.ucm_levels, 1)
+        check_positive(o, "tti_ms", self.tti_ms)
+        check_real_in(o, "tbler", self.tbler, 0.0, 1.0, high_open=True)
         counts = self.ue_counts
         if (not isinstance(counts, Sequence) or isinstance(counts, str) or len(counts) == 0
                 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in counts)):
-            _fail(o, "ue_counts", counts, "a non-empty list of integers >= 1")
+            fail_field(o, "ue_counts", counts, "a non-empty list of integers >= 1")
         object.__setattr__(self, "ue_counts", tuple(counts))
         if self.ue_probs is not None:
             p = self.ue_probs
             if (not isinstance(p, Sequence) or len(p) != len(counts)
                     or any(not isinstance(x, (int, float)) or not x >= 0 for x in p)
                     or not math.isclose(sum(p), 1.0, abs_tol=1e-9)):
-                _fail(o, "ue_probs", p,
+                fail_field(o, "ue_probs", p,
                       f"{len(counts)} non-negative numbers summing to 1 (one per ue_counts entry)")
             object.__setattr__(self, "ue_probs", tuple(float(x) for x in p))
         if self.max_ues is None:
             object.__setattr__(self, "max_ues", max(counts))
         elif isinstance(self.max_ues, bool) or not isinstance(self.max_ues, int) or (
                 self.max_ues < max(counts)):
-            _fail(o, "max_ues", self.max_ues,
+            fail_field(o, "max_ues", self.max_ues,
                   f"an integer >= the largest UE count of ue_counts ({max(counts)})")
-        _real_in(o, "join_prob", self.join_prob, 0.0, 1.0)
-        _real_in(o, "leave_prob", self.leave_prob, 0.0, 1.0)
+        check_real_in(o, "join_prob", self.join_prob, 0.0, 1.0)
+        check_real_in(o, "leave_prob", self.leave_prob, 0.0, 1.0)
 
     @property
     def rbg_resource_elements(self) -> int:
@@ -144,20 +149,20 @@ class TrafficConfig:
         m = self.models
         if (not isinstance(m, Sequence) or isinstance(m, str) or len(m) == 0
                 or any(x not in TRAFFIC_MODELS for x in m)):
-            _fail(o, "models", m, f"a non-empty list drawn from {list(TRAFFIC_MODELS)}")
+            fail_field(o, "models", m, f"a non-empty list drawn from {list(TRAFFIC_MODELS)}")
         object.__setattr__(self, "models", tuple(m))
         r = self.bernoulli_rates
         if not isinstance(r, Sequence) or isinstance(r, str) or len(r) == 0:
-            _fail(o, "bernoulli_rates", r, "a non-empty list of probabilities in [0, 1]")
+            fail_field(o, "bernoulli_rates", r, "a non-empty list of probabilities in [0, 1]")
         for x in r:
             if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= x <= 1.0:
-                _fail(o, "bernoulli_rates", r, "a non-empty list of probabilities in [0, 1]")
+                fail_field(o, "bernoulli_rates", r, "a non-empty list of probabilities in [0, 1]")
         object.__setattr__(self, "bernoulli_rates", tuple(float(x) for x in r))
-        _int_at_least(o, "period_ttis", self.period_ttis, 1)
-        _int_at_least(o, "on_ttis", self.on_ttis, 1)
-        _int_at_least(o, "off_ttis", self.off_ttis, 0)
-        _int_at_least(o, "burst_dpdus", self.burst_dpdus, 1)
-        _int_at_least(o, "initial_dpdus", self.initial_dpdus, 0)
+        check_int_at_least(o, "period_ttis", self.period_ttis, 1)
+        check_int_at_least(o, "on_ttis", self.on_ttis, 1)
+        check_int_at_least(o, "off_ttis", self.off_ttis, 0)
+        check_int_at_least(o, "burst_dpdus", self.burst_dpdus, 1)
+        check_int_at_least(o, "initial_dpdus", self.initial_dpdus, 0)
 
 
 @dataclass(frozen=True)
@@ -186,20 +191,22 @@ class ChannelConfig:
         if (not isinstance(se, Sequence) or len(se) != 3
                 or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0
                        or not math.isfinite(x) for x in se)):
-            _fail(o, "spectral_efficiency", se, "three finite numbers > 0 (poor, medium, good)")
+            fail_field(o, "spectral_efficiency", se,
+                       "three finite numbers > 0 (poor, medium, good)")
         object.__setattr__(self, "spectral_efficiency", tuple(float(x) for x in se))
-        _positive(o, "dwell_min_ms", self.dwell_min_ms)
-        _positive(o, "dwell_max_ms", self.dwell_max_ms)
+        check_positive(o, "dwell_min_ms", self.dwell_min_ms)
+        check_positive(o, "dwell_max_ms", self.dwell_max_ms)
         if self.dwell_max_ms < self.dwell_min_ms:
-            _fail(o, "dwell_max_ms", self.dwell_max_ms, f">= dwell_min_ms ({self.dwell_min_ms})")
-        _real_in(o, "stay_prob", self.stay_prob, 0.0, 1.0)
-        _int_at_least(o, "csi_delay_ttis", self.csi_delay_ttis, 0)
+            fail_field(o, "dwell_max_ms", self.dwell_max_ms,
+                       f">= dwell_min_ms ({self.dwell_min_ms})")
+        check_real_in(o, "stay_prob", self.stay_prob, 0.0, 1.0)
+        check_int_at_least(o, "csi_delay_ttis", self.csi_delay_ttis, 0)
         if self.initial not in ("stationary", "uniform", "fixed"):
-            _fail(o, "initial", self.initial, "'stationary', 'uniform' or 'fixed'")
+            fail_field(o, "initial", self.initial, "'stationary', 'uniform' or 'fixed'")
         f = self.fixed_states
         if (not isinstance(f, Sequence) or isinstance(f, str) or len(f) == 0
                 or any(isinstance(x, bool) or x not in (0, 1, 2) for x in f)):
-            _fail(o, "fixed_states", f, "a non-empty list of channel states 0, 1 or 2")
+            fail_field(o, "fixed_states", f, "a non-empty list of channel states 0, 1 or 2")
         object.__setattr__(self, "fixed_states", tuple(int(x) for x in f))
 
     def transition_matrix(self) -> list[list[float]]:
@@ -222,7 +229,7 @@ class RewardConfig:
     def __post_init__(self) -> None:
         o = "RewardConfig"
         for name in ("omega1", "omega2", "fairness_weight"):
-            _real_in(o, name, getattr(self, name), 0.0, 1.0)
+            check_real_in(o, name, getattr(self, name), 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -237,7 +244,7 @@ class ScenarioConfig:
     def __post_init__(self) -> None:
         smallest = int(self.cell.rbg_resource_elements * min(self.channel.spectral_efficiency))
         if smallest < 1:  # eq. 1 must give every RBG at least one bit
-            _fail("ChannelConfig", "spectral_efficiency", self.channel.spectral_efficiency,
+            fail_field("ChannelConfig", "spectral_efficiency", self.channel.spectral_efficiency,
                   f"values for which floor({self.cell.rbg_resource_elements} * eta) >= 1 bit "
                   "(the RBG capacity of eq. 1)")
 
@@ -248,12 +255,12 @@ class ScenarioConfig:
         parts = {f.name: f.default_factory for f in dataclasses.fields(cls)}  # type: ignore[misc]
         unknown = sorted(set(data) - set(parts))
         if unknown:
-            _fail("ScenarioConfig", unknown[0], data[unknown[0]], f"one of {sorted(parts)}")
+            fail_field("ScenarioConfig", unknown[0], data[unknown[0]], f"one of {sorted(parts)}")
         kwargs = {}
         for name, factory in parts.items():
             sub = data.get(name) or {}
             if not isinstance(sub, Mapping):
-                _fail("ScenarioConfig", name, sub, "a mapping of field names to values")
+                fail_field("ScenarioConfig", name, sub, "a mapping of field names to values")
             kwargs[name] = replace_checked(factory(), **sub)  # fresh: derived fields re-derive
         return cls(**kwargs)
 
@@ -270,7 +277,7 @@ def replace_checked(config: Any, **changes: Any) -> Any:
     names = {f.name for f in dataclasses.fields(config)}
     for key, value in changes.items():
         if key not in names:
-            _fail(type(config).__name__, key, value, f"one of the fields {sorted(names)}")
+            fail_field(type(config).__name__, key, value, f"one of the fields {sorted(names)}")
     changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
     if (isinstance(config, CellConfig) and "ue_counts" in changes and "max_ues" not in changes
             and config.max_ues == max(config.ue_counts)):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from textgame.config import _fail, _int_at_least, _real_in
+from textgame.config import check_int_at_least, check_real_in, fail_field
 from textgame.game import FollowerObs, LeaderObs
 from textgame.simulator import COLLISION, SUCCESS
 
@@ -141,9 +141,9 @@ class SAlohaConfig:
 
     def __post_init__(self) -> None:
         for name in ("p0", "backoff", "floor"):
-            _real_in("SAlohaConfig", name, getattr(self, name), 0.0, 1.0)
+            check_real_in("SAlohaConfig", name, getattr(self, name), 0.0, 1.0)
         if self.floor > self.p0:
-            _fail("SAlohaConfig", "floor", self.floor, f"a number <= p0 ({self.p0})")
+            fail_field("SAlohaConfig", "floor", self.floor, f"a number <= p0 ({self.p0})")
 
 
 class SAlohaFollower(FollowerPolicy):
@@ -194,7 +194,7 @@ class MixedFollower(FollowerPolicy):
     name = "mixed"
 
     def __init__(self, agentic: FollowerPolicy, legacy: FollowerPolicy, n_legacy: int) -> None:
-        _int_at_least("MixedFollower", "n_legacy", n_legacy, 0)
+        check_int_at_least("MixedFollower", "n_legacy", n_legacy, 0)
         self.agentic, self.legacy, self.n_legacy = agentic, legacy, n_legacy
 
     def reset(self, n_envs, max_ues, n_rbgs, ucm_levels, rng) -> None:

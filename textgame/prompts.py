@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from textgame.config import CHANNEL_STATES, _fail, _int_at_least
+from textgame.config import CHANNEL_STATES, check_int_at_least, fail_field
 from textgame.game import FollowerObs, LeaderObs
 from textgame.parsing import format_dcm, format_follower
 from textgame.simulator import COLLISION, ERASURE, IDLE, SUCCESS
@@ -52,7 +52,7 @@ def _read_template(name: str, path: Any, fields: tuple[str, ...]) -> str:
     allowed = "None or the path of a UTF-8 str.format template using only " + ", ".join(
         "{" + f + "}" for f in fields)
     if not isinstance(path, (str, os.PathLike)):
-        _fail("TextConfig", name, path, allowed)
+        fail_field("TextConfig", name, path, allowed)
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -61,7 +61,7 @@ def _read_template(name: str, path: Any, fields: tuple[str, ...]) -> str:
             raise KeyError(sorted(used - set(fields)))
         text.format(**{f: 1 for f in fields})
     except (OSError, UnicodeDecodeError, KeyError, IndexError, ValueError) as err:
-        _fail("TextConfig", name, path, f"{allowed} ({type(err).__name__}: {err})")
+        fail_field("TextConfig", name, path, f"{allowed} ({type(err).__name__}: {err})")
     return text
 
 
@@ -79,9 +79,9 @@ class TextConfig:
     """Path of a follower meta-prompt template; None = the packaged ``templates/follower.txt``."""
 
     def __post_init__(self) -> None:
-        _int_at_least("TextConfig", "history_ttis", self.history_ttis, 0)
+        check_int_at_least("TextConfig", "history_ttis", self.history_ttis, 0)
         if not isinstance(self.strict, bool):
-            _fail("TextConfig", "strict", self.strict, "True or False")
+            fail_field("TextConfig", "strict", self.strict, "True or False")
         self.templates()  # fails early, naming the field, for a missing or malformed template
 
     def templates(self) -> tuple[str, str]:

@@ -22,14 +22,13 @@ between policies are not sampling noise of the scenarios.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from textgame.config import ScenarioConfig, _int_at_least
+from textgame.config import ScenarioConfig, check_int_at_least
 from textgame.policies import (
     FOLLOWERS,
     LEADERS,
@@ -145,11 +144,10 @@ class Evaluator:
     seed: int = 0
     device: str | None = None
     base_model: str | None = None  # override of an LLM policy's base model (name or path)
-    _llm: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("episodes", "n_envs"):
-            _int_at_least("Evaluator", name, getattr(self, name), 1)
+            check_int_at_least("Evaluator", name, getattr(self, name), 1)
 
     def run(self, spec: PolicySpec, case: Case, on_batch: Callable[[int], None] | None = None,
             seed: int | None = None) -> dict[str, np.ndarray]:
@@ -175,39 +173,18 @@ class Evaluator:
                             min(self.n_envs, self.episodes), seed, on_batch)
 
     # ----------------------------------------------------------------------------- LLM
-    def _load_llm(self, path: str):
-        """(policy, tokenizer, training config dict) of an LLM policy, loaded once."""
-        if path not in self._llm:
-            from transformers import AutoTokenizer
-
-            from trainers.policy.models import StackelbergPolicy
-            from trainers.runs.hub import download, read_trainer_config
-
-            folder = download(path)
-            adapter = json.loads((folder / "leader" / "adapter_config.json").read_text())
-            base = self.base_model or adapter.get("base_model_name_or_path")
-            if not base:
-                raise ValueError(f"{path}: the adapters do not name their base model; pass "
-                                 "base_model")
-            policy = StackelbergPolicy.from_pretrained(base, folder).eval()
-            if self.device:
-                policy.to(self.device)
-            tokenizer = AutoTokenizer.from_pretrained(base)
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            self._llm[path] = (policy, tokenizer, read_trainer_config(folder) or {})
-        return self._llm[path]
-
     def _run_llm(self, spec: PolicySpec, case: Case, on_batch, seed: int
                  ) -> dict[str, np.ndarray]:
         import torch
 
         from trainers.policy.chat import chat_render
         from trainers.policy.encoding import PromptEncoder
+        from trainers.policy.scheduler import load_llm
         from trainers.stackelberg.config import StackelbergPPOConfig
         from trainers.stackelberg.rollout import RolloutWorker
 
-        policy, tokenizer, trained = self._load_llm(spec.path_for(case))
+        policy, tokenizer, trained = load_llm(spec.path_for(case), self.base_model,
+                                              self.device)
         keep = ("history_ttis", "use_chat_template", "pag_backend", "temperature_end",
                 "follower_policy", "legacy_policy", "value_head_hidden")
         workers: dict[int, RolloutWorker] = {}

@@ -100,6 +100,9 @@ class MARLConfig:
 
     # -------------------------------------------------------------- run and checkpoints
     seed: int = _help("Seed of initialisation, environments and sampling.", default=0)
+    num_threads: int | None = _help(
+        "Torch CPU threads per process; None = the cores this process may use divided among "
+        "the processes of the machine (accelerate launch's LOCAL_WORLD_SIZE).", default=None)
     output_dir: str = _help("Run directory: checkpoints, metrics, final model.",
                             default="runs/marl")
     save_every: int = _help("Checkpoint every this many updates (0 = only at the end).",
@@ -132,6 +135,10 @@ class MARLConfig:
         _int_at_least(OWNER, "seed", self.seed, 0)
         if self.max_ues is not None:
             _int_at_least(OWNER, "max_ues", self.max_ues, 1)
+        if self.num_threads is not None:
+            _int_at_least(OWNER, "num_threads", self.num_threads, 1)
+        if not self.output_dir:
+            _fail("output_dir", self.output_dir, "a directory path")
         if cell.n_rbgs > 16 and self.algo == "gmac":
             _fail("scenario", self.scenario, "n_rbgs <= 16 for G-MAC (2^N DCM embeddings)")
         for name in ("gamma", "gae_lambda"):

@@ -41,6 +41,17 @@ def left_pad(ids: list[list[int]], pad: int,
     return torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device)
 
 
+def load_tokenizer(name_or_path: str):
+    """``AutoTokenizer.from_pretrained`` with the one pad-token fallback: EOS when the
+    checkpoint defines no pad token (prompts are left-padded and masked, so its id never counts)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
         tokenizer.eos_token_id)

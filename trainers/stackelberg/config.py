@@ -123,6 +123,9 @@ class StackelbergPPOConfig:
     resume: bool = _help("Resume from the last checkpoint in output_dir if there is one.",
                          default=True)
     seed: int = _help("Seed of environments, sampling and initialisation.", default=0)
+    num_threads: int | None = _help(
+        "Torch CPU threads per process; None = the cores this process may use divided among "
+        "the processes of the machine (accelerate launch's LOCAL_WORLD_SIZE).", default=None)
     mixed_precision: str = _help("accelerate mixed precision: 'no', 'fp16' or 'bf16'.",
                                  default="no")
     gradient_accumulation_steps: int = _help("Minibatches per optimizer step.", default=1)
@@ -162,6 +165,11 @@ class StackelbergPPOConfig:
             _int_at_least(OWNER, name, getattr(self, name), 1)
         for name in ("history_ttis", "legacy_ues", "warmup_epochs", "eval_every", "save_every"):
             _int_at_least(OWNER, name, getattr(self, name), 0)
+        if self.num_threads is not None:
+            _int_at_least(OWNER, "num_threads", self.num_threads, 1)
+        _int_at_least(OWNER, "seed", self.seed, 0)
+        if not self.output_dir:
+            _fail("output_dir", self.output_dir, "a directory path")
         if self.episodes_per_epoch % self.n_envs:
             _fail("episodes_per_epoch", self.episodes_per_epoch,
                   f"a multiple of n_envs ({self.n_envs})")

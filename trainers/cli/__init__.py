@@ -1,0 +1,14 @@
+"""The ``agentic-mac`` command: one entry point, one option convention (:mod:`trainers.cli.args`).
+
+=================  ==========================================  ================================
+subcommand         what it does                                module
+=================  ==========================================  ================================
+``train``          Stackelberg PPO of the leader/follower      :mod:`trainers.cli.train`
+``evaluate``       any policies on the paper's suites          :mod:`trainers.cli.evaluate`
+``train-marl``     MAPPO / G-MAC baselines                     :mod:`trainers.cli.train_marl`
+``simulate``       a KPI table of policy pairs on scenarios    :mod:`trainers.cli.simulate`
+=================  ==========================================  ================================
+
+Each module has ``main(argv) -> exit status``; the ``recipes/`` scripts call the same functions,
+so ``accelerate launch recipes/ppo_llama1b.py --config ...`` is ``agentic-mac train``.
+"""

@@ -1,0 +1,162 @@
+"""``agentic-mac evaluate``: policies on the paper's fixed scenarios; tables and figures.
+
+    agentic-mac evaluate --suites ues --episodes 64 \\
+        --policies max_weight/dictator round_robin/dictator S-ALOHA=idle/s_aloha \\
+                   LLM=llm:runs/tiny-cpu/final MAPPO-G=marl:runs/mappo-cpu/final \\
+                   MAPPO-S=marl:runs/mappo-s-I{ues}/final G-MAC=marl:runs/gmac-cpu/final \\
+        --training_runs LLM=runs/tiny-cpu --output_dir runs/eval
+
+Policies (``[label=]spec``): a heuristic pair ``LEADER/FOLLOWER``; ``marl:DIR`` (MAPPO or G-MAC,
+``{ues}``/``{rbgs}`` in DIR filled per case: MAPPO-S); ``llm:DIR_OR_REPO`` (Stackelberg PPO
+adapters from a run's ``final/`` or the Hub). Suites: ues (I = 2..10), rbgs (N = 3..8), tbler,
+traffic (Table III), legacy (Table VII), stress (Table VIII); see ``trainers/evaluation/suites.py``.
+Writes ``results.md``, ``results.csv``, ``<suite>.png`` for the sweeps and ``training.png``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textgame.config import check_int_at_least, fail_field
+from trainers.cli.args import (
+    CLIError,
+    check_learned,
+    check_output_dir_writable,
+    load_scenario,
+    parse,
+    run,
+)
+from trainers.evaluation.suites import SUITES
+
+PROG = "agentic-mac evaluate"
+OWNER = "EvaluateConfig"
+DEFAULT_POLICIES = ("Max-Weight=max_weight/dictator", "Round-Robin=round_robin/dictator",
+                    "S-ALOHA=idle/s_aloha", "Random=random/random")
+
+
+@dataclass
+class EvaluateConfig:
+    """Options of ``agentic-mac evaluate``.
+
+    Parameters that choose what plays where:
+        policies, suites, scenario, base_model, device.
+    Parameters of the runs (every policy meets the same seeds):
+        episodes, n_envs, seed, seeds.
+    Parameters of the output:
+        output_dir, training_runs, disable_tqdm.
+    """
+
+    policies: list[str] = field(default_factory=lambda: list(DEFAULT_POLICIES), metadata={
+        "help": "policy specs, each optionally 'label=spec': LEADER/FOLLOWER, marl:DIR, "
+                "llm:DIR_OR_REPO"})
+    suites: list[str] = field(default_factory=lambda: ["ues"], metadata={
+        "help": f"scenario suites, any of {list(SUITES)}"})
+    episodes: int = field(default=64, metadata={"help": "episodes per (policy, case, seed)"})
+    n_envs: int = field(default=16, metadata={"help": "environments in lock step"})
+    seed: int = field(default=0, metadata={
+        "help": "first seed of the environments (shared by all policies)"})
+    seeds: int = field(default=1, metadata={
+        "help": "independent seeds per (policy, case), pooled into one mean and 95 % CI"})
+    scenario: str | None = field(default=None, metadata={
+        "help": "base scenario: a YAML file (sections cell/traffic/channel/reward, or under "
+                "'scenario') or a JSON object; default: the design doc's (§2)"})
+    base_model: str | None = field(default=None, metadata={
+        "help": "base model of the LLM policies (default: the one their adapters name)"})
+    device: str | None = field(default=None, metadata={
+        "help": "torch device of LLM/MARL policies (default: CPU)"})
+    training_runs: list[str] = field(default_factory=list, metadata={
+        "help": "'label=RUN_DIR' whose metrics.jsonl go into training.png"})
+    output_dir: str = field(default="runs/evaluate", metadata={
+        "help": "where results.md, results.csv and the figures go"})
+    disable_tqdm: bool = field(default=False, metadata={"help": "hide the progress bar"})
+
+    def __post_init__(self) -> None:
+        for name in ("episodes", "n_envs", "seeds"):
+            check_int_at_least(OWNER, name, getattr(self, name), 1)
+        check_int_at_least(OWNER, "seed", self.seed, 0)
+        for suite in self.suites:
+            if suite not in SUITES:
+                fail_field(OWNER, "suites", suite, f"any of {list(SUITES)}")
+        if not self.output_dir:
+            fail_field(OWNER, "output_dir", self.output_dir, "a directory path")
+
+    def training_run_dirs(self) -> dict[str, Path]:
+        """``{label: run directory}``; each must hold a ``metrics.jsonl``."""
+        runs = {}
+        for item in self.training_runs:
+            label, _, path = item.rpartition("=")
+            path = Path(path)
+            if not (path / "metrics.jsonl").is_file():
+                raise CLIError(f"training_runs = {item!r}: {str(path)!r} has no metrics.jsonl; "
+                               "allowed: 'label=RUN_DIR' of a training run")
+            runs[label or path.name] = path
+        return runs
+
+
+def preflight(args: EvaluateConfig):
+    """Specs, cases, training runs and the output directory, checked before any work."""
+    from trainers.evaluation.suites import parse_policy, suite_cases
+
+    try:
+        specs = [parse_policy(text) for text in args.policies]
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    for spec in specs:
+        if spec.kind != "heuristic" and "{" not in spec.path:  # MAPPO-S paths: checked per case
+            check_learned(OWNER, "policies", f"{spec.kind}:{spec.path}", spec.kind, spec.path)
+    base = load_scenario(args.scenario) if args.scenario else None
+    cases = [case for suite in args.suites for case in suite_cases(suite, base)]
+    runs = args.training_run_dirs()
+    out = check_output_dir_writable("output_dir", args.output_dir)
+    return specs, cases, runs, out
+
+
+def evaluate(args: EvaluateConfig) -> str:
+    from tqdm.auto import tqdm
+
+    from textgame.metrics import summarize
+    from trainers.evaluation.report import SWEEPS, markdown, plot_sweep, plot_training, to_csv
+    from trainers.evaluation.suites import Evaluator
+
+    specs, cases, runs, out = preflight(args)
+    evaluator = Evaluator(args.episodes, args.n_envs, args.seed, args.device, args.base_model)
+    rows = []
+    total = len(specs) * len(cases) * args.episodes * args.seeds
+    with tqdm(total=total, unit="ep", disable=args.disable_tqdm, file=sys.stderr) as bar:
+        for case in cases:
+            for spec in specs:
+                bar.set_postfix_str(f"{case.label} {spec.label}")
+                try:
+                    results = [evaluator.run(spec, case, bar.update, seed=args.seed + k)
+                               for k in range(args.seeds)]
+                except ValueError as error:  # e.g. a MAPPO-S model missing for one case
+                    raise CLIError(str(error)) from None
+                rows.append({"policy": spec.label, "suite": case.suite, "case": case.label,
+                             "x": case.x, "kpis": summarize(results)})
+    table = markdown(rows)
+    (out / "results.md").write_text(table)
+    (out / "results.csv").write_text(to_csv(rows))
+    figures = [plot_sweep(rows, suite, out / f"{suite}.png") for suite in args.suites
+               if suite in SWEEPS]
+    if runs:
+        figures.append(plot_training({k: str(v) for k, v in runs.items()},
+                                     out / "training.png"))
+    files = [out / "results.md", out / "results.csv", *figures]
+    return table + "\nwrote " + ", ".join(str(f) for f in files) + "\n"
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    (args,) = parse((EvaluateConfig,), argv, PROG, __doc__)
+    sys.stdout.write(evaluate(args))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv, PROG)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

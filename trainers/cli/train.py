@@ -1,0 +1,151 @@
+"""``agentic-mac train``: Stackelberg PPO on the uplink MAC game (design §6).
+
+    agentic-mac train --config recipes/configs/tiny_cpu.yaml                # offline, CPU
+    accelerate launch recipes/ppo_llama1b.py --config recipes/configs/llama1b_qlora.yaml
+
+Options are the fields of ``StackelbergPPOConfig`` and TRL's ``ModelConfig``.
+``model_name_or_path`` is a local directory, a Hub repository id, or a named model built or
+converted offline (``tiny``, ``vanilla``). Everything the command can check is checked before a
+model loads. At the end it prints the learning curve and the trained policy's KPIs next to
+S-ALOHA and Max-Weight on the same scenario.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from trl import ModelConfig
+
+from trainers.cli.args import (
+    CLIError,
+    check_output_dir_writable,
+    check_trackers,
+    parse,
+    run,
+    set_num_threads,
+)
+from trainers.stackelberg.config import StackelbergPPOConfig
+
+PROG = "agentic-mac train"
+BASELINES = {"S-ALOHA": ("idle", "s_aloha"), "Max-Weight": ("max_weight", "dictator")}
+
+
+def parse_args(argv: Sequence[str] | None = None
+               ) -> tuple[StackelbergPPOConfig, ModelConfig]:
+    return parse((StackelbergPPOConfig, ModelConfig), argv, PROG, __doc__)
+
+
+def preflight(args: StackelbergPPOConfig, model_args: ModelConfig) -> None:
+    """Every check that needs no model: environment facts and cross-field rules."""
+    if not model_args.use_peft:
+        raise CLIError("use_peft = False is not supported: the leader and the followers are two "
+                       "LoRA adapters on one shared base model; allowed: true")
+    check_trackers(args.report_to)
+    check_output_dir_writable("output_dir", args.output_dir)
+    model_args.model_name_or_path = resolve_model(model_args.model_name_or_path or "tiny",
+                                                  args)
+
+
+def resolve_model(name: str, args: StackelbergPPOConfig) -> str:
+    """The directory or Hub id to load: named models are built (or converted) offline once."""
+    from trainers.policy.named_models import RANDOM_MODELS, build_named_model
+
+    if name in RANDOM_MODELS:
+        _, tokenizer = build_named_model(name, Path(args.output_dir) / f"{name}-model",
+                                         seed=args.seed)
+        return tokenizer.name_or_path  # the cached directory
+    check_model(name, "model_name_or_path", sorted(RANDOM_MODELS))
+    return name
+
+
+def check_model(name: str, field: str, named: Sequence[str] = ()) -> None:
+    """``name`` is a model directory or a Hub id whose config can be had (cache or Hub)."""
+    from transformers import AutoConfig
+
+    allowed = ("a local model directory, a Hub repository id reachable from here or in the "
+               "local cache" + (f", or a named model {list(named)}" if named else ""))
+    path = Path(name)
+    if path.exists() and not (path / "config.json").is_file():
+        raise CLIError(f"{field} = {name!r} has no config.json; allowed: {allowed}")
+    try:
+        AutoConfig.from_pretrained(name)
+    except Exception as error:  # OSError, HFValidationError, ValueError: all one answer
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CLIError(f"{field} = {name!r} cannot be loaded ({reason}); allowed: "
+                       f"{allowed}") from None
+
+
+def baselines(args: StackelbergPPOConfig, episodes: int) -> dict[str, dict[str, float]]:
+    from textgame.metrics import summarize
+    from textgame.policies import make_follower, make_leader
+    from textgame.runner import run_episodes
+
+    scenario = args.scenario_config()
+    out = {}
+    for name, (leader, follower) in BASELINES.items():
+        result = run_episodes(scenario, make_leader(leader, scenario.cell), make_follower(follower),
+                              episodes, n_envs=min(episodes, 64), seed=args.seed + 1)
+        out[name] = {k: s.mean for k, s in summarize([result]).items()}
+    return out
+
+
+def report(history: list[dict], rows: dict[str, dict[str, float]], seconds: float) -> str:
+    import torch
+
+    from textgame.tables import kpi_table
+    from trainers.stackelberg.trainer import HEADLINE
+
+    step = max(len(history) // 10, 1)
+    lines = ["learning curve (mean utilities of the epoch's episodes)",
+             "| epoch | temperature | leader utility | follower utility | invalid actions |",
+             "|---:|---:|---:|---:|---:|"]
+    for r in history[::step] + ([history[-1]] if (len(history) - 1) % step else []):
+        lines.append(f"| {r['epoch']} | {r['temperature']:.2f} | {r['leader_utility']:.4f} | "
+                     f"{r['follower_utility']:.4f} | {r['invalid_action_rate']:.3f} |")
+    lines += ["", "final KPIs on the training scenario", kpi_table(rows, HEADLINE)]
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+    gpu = (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+           if torch.cuda.is_available() else "")
+    lines.append(f"\nwall time {seconds:.0f} s, peak process memory (RSS) {rss:.2f} GiB{gpu}")
+    return "\n".join(lines)
+
+
+def train(args: StackelbergPPOConfig, model_args: ModelConfig) -> dict[str, dict[str, float]]:
+    """Preflight, load, train, evaluate, save (and push); the final KPI rows."""
+    start = time.perf_counter()
+    preflight(args, model_args)
+    threads = set_num_threads(args.num_threads)
+    from trainers.policy.encoding import load_tokenizer
+    from trainers.policy.models import StackelbergPolicy
+    from trainers.stackelberg.trainer import StackelbergPPOTrainer
+
+    tokenizer = load_tokenizer(model_args.model_name_or_path)
+    policy = StackelbergPolicy.from_model_config(model_args, args)
+    trainer = StackelbergPPOTrainer(policy, tokenizer, args,
+                                    base_model_name=model_args.model_name_or_path)
+    history = trainer.train()
+    rows = {"LLM (Stackelberg PPO)": trainer.evaluate()}
+    rows.update(baselines(args, args.eval_episodes))
+    trainer.save_model()
+    if trainer.accelerator.is_main_process:
+        print(report(history, rows, time.perf_counter() - start))
+        print(f"torch CPU threads per process: {threads}")
+    if args.push_to_hub:
+        trainer.push_to_hub(kpis=rows)
+    return rows
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    train(*parse_args(argv))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv, PROG)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
