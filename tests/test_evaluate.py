@@ -221,15 +221,15 @@ def test_sweep_and_training_figures_are_written(tmp_path):
 
 
 def test_evaluate_recipe_end_to_end(llm_dir, tmp_path):
-    config = tmp_path / "short.yaml"
-    config.write_text(yaml.safe_dump({"scenario": {"cell": {"episode_ttis": 3}}}))
+    scenario = tmp_path / "short.yaml"
+    scenario.write_text(yaml.safe_dump({"scenario": {"cell": {"episode_ttis": 3}}}))
     out = tmp_path / "eval"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "recipes" / "evaluate.py"), "--suites", "rbgs",
-         "--episodes", "2", "--seeds", "2", "--envs", "2", "--config", str(config),
-         "--no-progress",
+         "--episodes", "2", "--seeds", "2", "--n_envs", "2", "--scenario", str(scenario),
+         "--disable_tqdm",
          "--policies", "MW=max_weight/dictator", f"LLM=llm:{llm_dir}",
-         "--output-dir", str(out)],
+         "--output_dir", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
         env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
              "HF_HUB_OFFLINE": "1"})

@@ -109,9 +109,11 @@ def _apply_config(parser: _Parser, values: dict, path: Path) -> None:
 
 
 def parse(dataclass_types: Sequence[type], argv: Sequence[str] | None, prog: str,
-          description: str) -> tuple:
-    """Instances of ``dataclass_types`` from ``--config`` and the command line."""
+          description: str, defaults: dict | None = None) -> tuple:
+    """Instances of ``dataclass_types`` from ``defaults`` (the command's own, over the
+    dataclasses'), then ``--config``, then the command line."""
     parser = make_parser(dataclass_types, prog, description)
+    parser.set_defaults_with_config(**(defaults or {}))
     argv = list(sys.argv[1:] if argv is None else argv)
     config, rest = _split_config(argv)
     if config is not None:

@@ -35,7 +35,10 @@ BASELINES = {"S-ALOHA": ("idle", "s_aloha"), "Max-Weight": ("max_weight", "dicta
 
 def parse_args(argv: Sequence[str] | None = None
                ) -> tuple[StackelbergPPOConfig, ModelConfig]:
-    return parse((StackelbergPPOConfig, ModelConfig), argv, PROG, __doc__)
+    # LoRA is how this trainer works (two adapters on one base): on unless turned off, which
+    # preflight then refuses with a message instead of ignoring.
+    return parse((StackelbergPPOConfig, ModelConfig), argv, PROG, __doc__,
+                 defaults={"use_peft": True})
 
 
 def preflight(args: StackelbergPPOConfig, model_args: ModelConfig) -> None:
@@ -67,7 +70,9 @@ def check_model(name: str, field: str, named: Sequence[str] = ()) -> None:
 
     allowed = ("a local model directory, a Hub repository id reachable from here or in the "
                "local cache" + (f", or a named model {list(named)}" if named else ""))
-    path = Path(name)
+    path = Path(name).expanduser()
+    if name.startswith(("/", ".", "~")) and not path.exists():
+        raise CLIError(f"{field} = {name!r}: no such directory; allowed: {allowed}")
     if path.exists() and not (path / "config.json").is_file():
         raise CLIError(f"{field} = {name!r} has no config.json; allowed: {allowed}")
     try:

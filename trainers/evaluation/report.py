@@ -6,14 +6,12 @@ mapping every KPI to a :class:`textgame.metrics.Summary` (mean and 95 % CI over 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from textgame.metrics import KPIS, Summary
+from textgame.tables import kpi_csv, kpi_table
 
 TABLE_KPIS = ("throughput_mbps", "fairness", "resource_efficiency", "packet_success_rate",
               "latency_mean", "latency_p95", "buffer_mean", "buffer_max", "collision_rate",
@@ -23,40 +21,18 @@ CURVE_KPIS = {"throughput_mbps": "throughput (Mbps per UE)", "fairness": "Jain f
 TRAINING_KEYS = ("leader_utility", "follower_utility", "throughput_mbps", "fairness")
 
 
-def _cell(s: Summary) -> str:
-    if s.n == 0 or math.isnan(s.mean):
-        return "n/a"
-    return f"{s.mean:.4g}" if s.n == 1 or math.isnan(s.ci95) else f"{s.mean:.4g} ± {s.ci95:.2g}"
-
-
 def markdown(rows: Sequence[Mapping], kpis: Sequence[str] = TABLE_KPIS) -> str:
     """One table per suite, rows grouped by case then policy."""
     out = []
     for suite in dict.fromkeys(r["suite"] for r in rows):
-        out += [f"### {suite}", "", "| case | policy | " + " | ".join(kpis) + " |",
-                "|---|---|" + "---:|" * len(kpis)]
-        for r in rows:
-            if r["suite"] == suite:
-                out.append(f"| {r['case']} | {r['policy']} | "
-                           + " | ".join(_cell(r["kpis"][k]) for k in kpis) + " |")
-        out.append("")
+        table = kpi_table([r for r in rows if r["suite"] == suite], kpis, ("case", "policy"))
+        out += [f"### {suite}", "", table]
     return "\n".join(out)
 
 
 def to_csv(rows: Sequence[Mapping]) -> str:
     """Every KPI's mean, CI half-width and episode count, one line per (policy, case)."""
-    buffer = io.StringIO()
-    fields = ["suite", "case", "x", "policy"] + [f"{k}_{s}" for k in KPIS
-                                                 for s in ("mean", "ci95", "n")]
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        record = {k: r[k] for k in ("suite", "case", "x", "policy")}
-        for k in KPIS:
-            s = r["kpis"][k]
-            record.update({f"{k}_mean": s.mean, f"{k}_ci95": s.ci95, f"{k}_n": s.n})
-        writer.writerow(record)
-    return buffer.getvalue()
+    return kpi_csv(rows, ("suite", "case", "x", "policy"))
 
 
 def _pyplot():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import numbers
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -25,6 +24,7 @@ from typing import Any
 import yaml
 from huggingface_hub import HfApi, ModelCardData, snapshot_download
 
+from textgame.tables import kpi_table
 from trainers.stackelberg.config import ROLES, StackelbergPPOConfig
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,20 @@ path = download("{repo_id}")  # the adapters, value heads and this card
 policy = StackelbergPolicy.from_pretrained("{base_model}", path)
 ```
 
+As a scheduler in the simulator (textgame ``LeaderPolicy``/``FollowerPolicy`` objects):
+
+```python
+from textgame.config import ScenarioConfig
+from textgame.runner import run_episodes
+from trainers.policy.scheduler import load_llm_policies
+
+leader, follower = load_llm_policies("{repo_id}")  # the base station and every UE
+kpis = run_episodes(ScenarioConfig(), leader, follower, episodes=8, n_envs=8)
+print(kpis["throughput_mbps"].mean(), kpis["fairness"].mean())
+```
+
+or from the shell: `agentic-mac simulate --leader llm:{repo_id} --followers llm:{repo_id} --ues 5`.
+
 With PEFT alone (adapters only, no value heads):
 
 ```python
@@ -127,36 +141,6 @@ model = PeftModel.from_pretrained(base, "{repo_id}", subfolder="leader", adapter
 model.load_adapter("{repo_id}", subfolder="follower", adapter_name="follower")
 model.set_adapter("leader")  # the base station; "follower" for a UE
 ```"""
-
-
-def kpi_table(kpis: Mapping[str, Mapping[str, Any]]) -> str:
-    """Markdown table: one row per label, one column per KPI (first-seen order)."""
-    columns = list(dict.fromkeys(name for row in kpis.values() for name in row))
-    lines = ["| policy | " + " | ".join(_escape(name) for name in columns) + " |",
-             "|---|" + "---:|" * len(columns)]
-    for label, row in kpis.items():
-        cells = [_kpi_cell(row[name]) if name in row else "–" for name in columns]
-        lines.append(f"| {_escape(label)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _kpi_cell(value: Any) -> str:
-    if isinstance(value, (tuple, list)):
-        mean, ci95 = value
-        return f"{_number(mean)} ± {_number(ci95)}"
-    return _number(value)
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return f"{float(value):.4g}"
-    return _escape(str(value))
-
-
-def _escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _plain_config(config: StackelbergPPOConfig) -> dict[str, Any]:

@@ -1,0 +1,91 @@
+"""Bad input to every ``agentic-mac`` command ends in one line on stderr and exit status 2.
+
+Each case runs the command as a user would (a subprocess of ``python -m trainers.cli.main``),
+and asserts the exit status, the message (the field or file, the value, what is allowed) and
+that no traceback is printed. None of them loads a model: the checks run first.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def agentic_mac(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainers.cli.main", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("bad")
+    (d / "syntax.yaml").write_text("total_epochs: [1, 2\n")
+    (d / "unknown.yaml").write_text("totl_epochs: 3\n")
+    (d / "list.yaml").write_text("- 1\n- 2\n")
+    (d / "readonly").mkdir()
+    (d / "readonly").chmod(0o500)
+    return {k: str(d / v) for k, v in (("syntax", "syntax.yaml"), ("unknown", "unknown.yaml"),
+                                      ("list", "list.yaml"), ("readonly", "readonly"))} | {
+        "dir": str(d)}
+
+
+COMMANDS = ("train", "evaluate", "train-marl", "simulate")
+CASES = [
+    *[(cmd, ["--config", "missing.yaml"], "--config 'missing.yaml': no such file")
+      for cmd in COMMANDS],
+    *[(cmd, ["--config", "{syntax}"], "YAML syntax error at line 2") for cmd in COMMANDS],
+    ("train", ["--config", "{unknown}"],
+     "unknown key 'totl_epochs' (did you mean 'total_epochs'?)"),
+    ("simulate", ["--config", "{list}"], "holds a list; allowed: a YAML mapping"),
+    ("train", ["--model_name_or_path", "/nonexistent"],
+     "model_name_or_path = '/nonexistent': no such directory; allowed: a local model"),
+    ("train", ["--model_name_or_path", "nobody/no-such-model"],
+     "model_name_or_path = 'nobody/no-such-model' cannot be loaded"),
+    ("train", ["--n_envs", "0"], "StackelbergPPOConfig.n_envs = 0 is invalid; allowed: an "
+     "integer >= 1"),
+    ("train", ["--seed", "-5"], "StackelbergPPOConfig.seed = -5 is invalid"),
+    ("train", ["--output_dir", ""], "StackelbergPPOConfig.output_dir = '' is invalid"),
+    ("train", ["--pag_backend", "magic"], "StackelbergPPOConfig.pag_backend = 'magic'"),
+    ("train", ["--total_epochs", "many"],
+     "argument --total_epochs/--total-epochs: invalid int value: 'many'"),
+    ("train", ["--report_to", "bogus"], "report_to = 'bogus' is invalid; allowed:"),
+    ("train", ["--use_peft", "false"], "use_peft = False is not supported"),
+    ("train", ["--output_dir", "{readonly}/run"], "is not writable"),
+    ("train", ["--scenario", '{"cell": {"n_rbgs": 0}}'], "CellConfig.n_rbgs = 0 is invalid"),
+    ("train-marl", ["--algo", "dqn"], "MARLConfig.algo = 'dqn' is invalid; allowed: one of"),
+    ("train-marl", ["--seed", "-5"], "MARLConfig.seed = -5 is invalid"),
+    ("train-marl", ["--ues", "0"], "CellConfig.ue_counts = (0,) is invalid"),
+    ("train-marl", ["--output_dir", "{readonly}/run"], "is not writable"),
+    ("evaluate", ["--policies", "boss/dictator"], "policy 'boss/dictator' is invalid"),
+    ("evaluate", ["--policies", "marl:/nonexistent"], "EvaluateConfig.policies = "
+     "'marl:/nonexistent' is invalid; allowed: 'marl:' followed by an existing directory"),
+    ("evaluate", ["--suites", "everything"], "EvaluateConfig.suites = 'everything' is invalid"),
+    ("evaluate", ["--training_runs", "X=/nonexistent"], "training_runs = 'X=/nonexistent': "
+     "'/nonexistent' has no metrics.jsonl"),
+    ("evaluate", ["--episodes", "0"], "EvaluateConfig.episodes = 0 is invalid"),
+    ("simulate", ["--output_dir", "{readonly}/out"], "is not writable"),
+    ("simulate", ["--scenario", "nope.yaml"], "scenario = 'nope.yaml': no such file"),
+    ("bogus", [], "unknown subcommand 'bogus'; allowed:"),
+]
+
+
+@pytest.mark.parametrize("command, args, message", CASES,
+                         ids=[f"{c}-{' '.join(a)[:40]}" for c, a, _ in CASES])
+def test_bad_input_is_one_line_and_exit_2(files, command, args, message):
+    if os.geteuid() == 0 and "readonly" in " ".join(args):
+        args = [a.replace("{readonly}", "/proc/agentic-mac") for a in args]  # root writes 0o500
+    for name, value in files.items():
+        args = [a.replace("{" + name + "}", value) for a in args]
+    result = agentic_mac(command, *args, cwd=Path(files["dir"]))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert lines[0].startswith(f"agentic-mac {command}: error: " if command in COMMANDS
+                               else "agentic-mac: error: ")
