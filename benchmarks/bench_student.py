@@ -76,10 +76,10 @@ def llm_latency(scenario: ScenarioConfig, ttis: int, cache_dir: Path) -> float:
     from transformers import AutoTokenizer
     from trl import ModelConfig
 
-    from trainers.config import StackelbergPPOConfig
-    from trainers.models import StackelbergPolicy
-    from trainers.tiny import build_tiny_model
-    from trainers.trainer import StackelbergPPOTrainer
+    from trainers.policy.models import StackelbergPolicy
+    from trainers.policy.named_models import build_tiny_model
+    from trainers.stackelberg.config import StackelbergPPOConfig
+    from trainers.stackelberg.trainer import StackelbergPPOTrainer
 
     _, tokenizer = build_tiny_model(cache_dir)
     path = tokenizer.name_or_path

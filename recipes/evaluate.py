@@ -7,7 +7,8 @@
         --training-runs LLM=runs/tiny-cpu --output-dir runs/eval
 
 Policies (``[label=]spec``): a heuristic pair ``LEADER/FOLLOWER``; ``marl:DIR`` (MAPPO or G-MAC,
-``{ues}``/``{rbgs}`` in DIR filled per case: MAPPO-S); ``llm:DIR_OR_REPO`` (Stackelberg PPO
+``{ues}``/``{rbgs}`` in DIR filled per case: MAPPO-S); ``student:DIR`` (a distilled student,
+``python -m trainers.student``); ``llm:DIR_OR_REPO`` (Stackelberg PPO
 adapters from a run's ``final/`` or the Hub). Suites: ues (I = 2..10), rbgs (N = 3..8), tbler,
 traffic (Table III), legacy (Table VII), stress (Table VIII); see ``trainers/evaluation/suites.py``.
 Writes ``results.md``, ``results.csv``, ``<suite>.png`` for the sweeps and ``training.png``.

@@ -140,7 +140,7 @@ def test_dagger_data_are_the_students_own_visits(beta, visits_own):
 def tiny_config(tmp_path, **changes) -> DistillConfig:
     values = dict(teacher="max_weight/dictator", scenario=CELL, ue_counts=[2, 3, 4],
                   history_len=1, leader_hidden=32, follower_hidden=[32], n_envs=16,
-                  bc_episodes=96, dagger_rounds=3, dagger_episodes=48, epochs_per_round=4,
+                  bc_episodes=96, dagger_rounds=4, dagger_episodes=48, epochs_per_round=4,
                   minibatch_size=128, learning_rate=5e-3, output_dir=str(tmp_path),
                   eval_ues=[2, 3, 4], eval_episodes=16)
     return DistillConfig(**{**values, **changes})
@@ -266,3 +266,15 @@ def test_a_student_refuses_a_cell_with_other_n():
 
 def test_heuristic_teachers_have_no_d_of_i_of_their_own():
     assert build_teacher("round_robin/dictator", CellConfig()).ue_counts is None
+
+
+def test_evaluate_plays_a_student_spec(distilled):
+    from trainers.evaluation.suites import Evaluator, parse_policy, suite_cases
+
+    _, final = distilled
+    spec = parse_policy(f"Student=student:{final}")
+    case = suite_cases("ues", scenario().to_dict())[3]  # I = 5
+    kpis = Evaluator(episodes=4, n_envs=4).run(spec, case)
+    expected = run_episodes(case.scenario, *load_student(final), episodes=4, n_envs=4, seed=0)
+    assert (spec.kind, spec.label) == ("student", "Student")
+    assert np.array_equal(kpis["leader_utility"], expected["leader_utility"])

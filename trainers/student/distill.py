@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from textgame.config import ScenarioConfig
 from trainers.ppo import cosine_with_warmup
-from trainers.run_files import CHECKPOINT_PREFIX, list_checkpoints, write_metrics
+from trainers.runs.run_dir import CHECKPOINT_PREFIX, list_checkpoints, write_metrics
 from trainers.student.config import DistillConfig
 from trainers.student.features import CellShape
 from trainers.student.model import WEIGHTS_FILE, StudentModel

@@ -23,10 +23,10 @@ class LLMRuntime:
     """The loaded policy, tokenizer, prompt builder and grammars of one adapter directory."""
 
     def __init__(self, path: str, base_model: str | None, device: str | None) -> None:
-        from trainers.chat import chat_render
-        from trainers.config import StackelbergPPOConfig
-        from trainers.encoding import PromptEncoder
-        from trainers.evaluation import Evaluator
+        from trainers.evaluation.suites import Evaluator
+        from trainers.policy.chat import chat_render
+        from trainers.policy.encoding import PromptEncoder
+        from trainers.stackelberg.config import StackelbergPPOConfig
 
         self.policy, self.tokenizer, trained = Evaluator(base_model=base_model,
                                                          device=device)._load_llm(path)
@@ -41,7 +41,7 @@ class LLMRuntime:
 
     def decide(self, role: str, prompts: list[str], n_ues: list[int], n_rbgs: int,
                ucm_levels: int, generator: torch.Generator, temperature: float) -> list[str]:
-        from trainers.pag import compile_action_grammar
+        from trainers.pag.sampler import compile_action_grammar
 
         grammars = [compile_action_grammar(self.tokenizer, role, int(n), n_rbgs, ucm_levels,
                                            self.config.pag_backend, self.policy.vocab_size)

@@ -20,7 +20,7 @@ import numpy as np
 
 from textgame.config import CellConfig, ConfigError
 from textgame.policies import FollowerPolicy, LeaderPolicy, make_follower, make_leader
-from trainers.evaluation import parse_policy
+from trainers.evaluation.suites import parse_policy
 
 
 @dataclass
