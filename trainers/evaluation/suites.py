@@ -12,6 +12,7 @@ A *policy spec* names what plays (:func:`parse_policy`), optionally as ``label=s
 - ``max_weight/dictator``: a textgame heuristic leader / follower pair;
 - ``marl:DIR``: a MAPPO or G-MAC checkpoint of :mod:`trainers.marl`; ``{ues}`` and ``{rbgs}``
   in DIR are filled per case, so ``marl:runs/mappo-s-I{ues}`` is MAPPO-S (retrained per I);
+- ``student:DIR``: a distilled real-time student (:mod:`trainers.student`), any I;
 - ``llm:DIR_OR_REPO``: Stackelberg PPO adapters (``trainer.save_model`` or the Hub) on their base
   model; the UEs are played as in training (LLM, or the Dictator ablation's obedient UEs).
 
@@ -107,7 +108,7 @@ def suite_cases(suite: str, base: dict | ScenarioConfig | None = None) -> list[C
 @dataclass(frozen=True)
 class PolicySpec:
     label: str
-    kind: str  # "heuristic", "marl" or "llm"
+    kind: str  # "heuristic", "marl", "student" or "llm"
     leader: str = ""
     follower: str = ""
     path: str = ""
@@ -119,18 +120,19 @@ class PolicySpec:
 
 
 def parse_policy(text: str) -> PolicySpec:
-    """``[label=]leader/follower`` | ``[label=]marl:DIR`` | ``[label=]llm:DIR_OR_REPO``."""
+    """``[label=]leader/follower`` | ``[label=]marl:DIR`` | ``[label=]student:DIR`` |
+    ``[label=]llm:DIR_OR_REPO``."""
     label, _, spec = text.rpartition("=") if "=" in text.split(":", 1)[0] else ("", "", text)
     kind, sep, path = spec.partition(":")
-    if sep and kind in ("marl", "llm"):
+    if sep and kind in ("marl", "student", "llm"):
         if not path:
             raise ValueError(f"policy {text!r}: {kind}: needs a directory or Hub id")
         return PolicySpec(label or spec, kind, path=path)
     leader, sep, follower = spec.partition("/")
     if not sep or leader not in LEADERS or follower not in FOLLOWERS:
         raise ValueError(f"policy {text!r} is invalid; allowed: 'LEADER/FOLLOWER' with LEADER in "
-                         f"{sorted(LEADERS)} and FOLLOWER in {sorted(FOLLOWERS)}, 'marl:DIR' or "
-                         "'llm:DIR_OR_REPO', each optionally prefixed by 'label='")
+                         f"{sorted(LEADERS)} and FOLLOWER in {sorted(FOLLOWERS)}, 'marl:DIR', "
+                         "'student:DIR' or 'llm:DIR_OR_REPO', each optionally prefixed by 'label='")
     return PolicySpec(label or spec, "heuristic", leader, follower)
 
 
@@ -164,6 +166,14 @@ class Evaluator:
                 raise ValueError(f"policy {spec.label!r}: no MARL model directory {path} (for "
                                  f"{case.label}); train one with recipes/train_marl.py")
             leader, follower = load_marl_policies(path)
+        elif spec.kind == "student":
+            from trainers.student.policies import load_student
+
+            path = spec.path_for(case)
+            if not (Path(path) / "student_config.json").is_file():
+                raise ValueError(f"policy {spec.label!r}: no student directory {path}; distil "
+                                 "one with python -m trainers.student")
+            leader, follower = load_student(path)
         else:
             leader = make_leader(spec.leader, case.scenario.cell)
             follower = make_follower(spec.follower)

@@ -1,0 +1,152 @@
+"""Decision latency of the distilled student per TTI, next to the LLM policy's (App. C-C, Fig. 14).
+
+    python benchmarks/bench_student.py                          # fresh student, I = 2..10
+    python benchmarks/bench_student.py --student runs/student-mw/final --ttis 200
+
+One TTI decision = the leader (features of the BS's observation, the DCM) and the followers of
+all active UEs of one cell (their features, bitmaps and UCMs), single-threaded (one torch
+thread, one onnxruntime intra-op thread). Timed per TTI over whole episodes of a cell with I UEs
+(the simulator's own step is not timed); median and p99 in microseconds, end to end and
+network only (the forward passes on ready features). Runtimes: PyTorch (eager, inference mode)
+and onnxruntime on the exported graphs. The LLM column is the Stackelberg policy on the
+offline tiny model of ``trainers.tiny`` (a random Llama, LoRA adapters, PAG decoding): its
+decision latency per TTI for the same cell (``--llm_ttis`` TTIs after one warm-up episode).
+Target: <= 100 us per TTI at I = 10 on one core. Other processes on the machine inflate every
+figure (the p99 most); run it on an idle core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textgame.config import ScenarioConfig
+from textgame.game import StackelbergGame
+from trainers.student.features import CellShape
+from trainers.student.model import StudentModel
+from trainers.student.onnx import OnnxBackend, export_onnx
+from trainers.student.policies import StudentFollower, StudentLeader, TorchBackend
+
+TARGET_US = 100.0
+
+
+def cell(n_ues: int, ttis: int) -> ScenarioConfig:
+    return ScenarioConfig.from_dict({"cell": {"ue_counts": [n_ues], "episode_ttis": ttis}})
+
+
+def student_latency(model: StudentModel, backend, scenario: ScenarioConfig, episodes: int
+                    ) -> tuple[list[float], list[float]]:
+    """Seconds per TTI: (end to end, network only)."""
+    c = scenario.cell
+    leader, follower = StudentLeader(model, backend), StudentFollower(model, backend)
+    game = StackelbergGame(scenario, 1)
+    total, network = [], []
+    for episode in range(episodes):
+        leader.reset(1, c.max_ues, c.n_rbgs, None)
+        follower.reset(1, c.max_ues, c.n_rbgs, c.ucm_levels, None)
+        obs = game.reset(episode)
+        while True:
+            start = time.perf_counter()
+            dcm = leader.act(obs)
+            t_leader = time.perf_counter() - start
+            follower_obs = game.step_leader(dcm)
+            start = time.perf_counter()
+            action = follower.act(follower_obs)
+            total.append(t_leader + time.perf_counter() - start)
+            last, ue_x = leader.last, follower.last["ue_x"]
+            start = time.perf_counter()
+            backend.leader(last["global_x"], last["ue_x"], last["mask"])
+            backend.follower(ue_x)
+            network.append(time.perf_counter() - start)
+            step = game.step_followers(*action)
+            if step.done:
+                break
+            obs = step.leader_obs
+    return total, network
+
+
+def llm_latency(scenario: ScenarioConfig, ttis: int, cache_dir: Path) -> float:
+    """Median seconds per TTI of the tiny-model LLM policy (leader + followers, one env)."""
+    from transformers import AutoTokenizer
+    from trl import ModelConfig
+
+    from trainers.policy.models import StackelbergPolicy
+    from trainers.policy.named_models import build_tiny_model
+    from trainers.stackelberg.config import StackelbergPPOConfig
+    from trainers.stackelberg.trainer import StackelbergPPOTrainer
+
+    _, tokenizer = build_tiny_model(cache_dir)
+    path = tokenizer.name_or_path
+    mc = ModelConfig(model_name_or_path=path, dtype="float32", lora_r=16, lora_alpha=32,
+                     lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj"])
+    data = scenario.to_dict()
+    data["cell"]["episode_ttis"] = ttis
+    config = StackelbergPPOConfig(scenario=data, n_envs=1, episodes_per_epoch=1,
+                                  report_to=[], resume=False, eval_every=0, save_every=0,
+                                  output_dir=str(cache_dir / "bench-student-llm"))
+    policy = StackelbergPolicy.from_model_config(mc, config)
+    worker = StackelbergPPOTrainer(policy, AutoTokenizer.from_pretrained(path), config).worker
+    with torch.no_grad():
+        worker.play(0, 0, 1.0)  # warm-up: grammars compiled, caches filled
+        times = []
+        for k in range(3):
+            start = time.perf_counter()
+            worker.play(0, k + 1, 1.0)
+            times.append((time.perf_counter() - start) / ttis)
+    return statistics.median(times)
+
+
+def summary(seconds: list[float]) -> tuple[float, float]:
+    us = np.asarray(seconds) * 1e6
+    return float(np.median(us)), float(np.percentile(us, 99))
+
+
+def main(argv=None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--student", type=Path, default=None,
+                   help="student directory (default: a freshly initialised student)")
+    p.add_argument("--ues", type=int, nargs="+", default=list(range(2, 11)))
+    p.add_argument("--ttis", type=int, default=50, help="TTIs per timed episode")
+    p.add_argument("--episodes", type=int, default=6, help="timed episodes per I")
+    p.add_argument("--llm_ttis", type=int, default=4, help="TTIs per LLM episode (0 = skip)")
+    p.add_argument("--cache_dir", type=Path,
+                   default=Path(tempfile.gettempdir()) / "agentic-mac-tiny")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.student is None:
+        torch.manual_seed(0)
+        model = StudentModel(CellShape.of(cell(2, args.ttis).cell), 2, 64, [64, 64])
+        directory = Path(tempfile.mkdtemp(prefix="bench-student-"))
+        export_onnx(model, model.save(directory))
+    else:
+        model, directory = StudentModel.load(args.student), args.student
+        if not (directory / "leader.onnx").is_file():
+            export_onnx(model, directory)
+    backends = {"torch": TorchBackend(model), "onnx": OnnxBackend(directory)}
+    lines = ["| I | PyTorch median / p99 (us) | net only | onnxruntime median / p99 (us) | "
+             "net only | LLM tiny (ms) | LLM / onnxruntime |", "|---:|" + "---:|" * 6]
+    for n_ues in args.ues:
+        scenario, row = cell(n_ues, args.ttis), []
+        for backend in backends.values():
+            total, network = student_latency(model, backend, scenario, args.episodes)
+            row.append((summary(total), summary(network)))
+        llm = llm_latency(scenario, args.llm_ttis, args.cache_dir) if args.llm_ttis else None
+        (pt, pt_net), (ort, ort_net) = row
+        ratio = f"{llm * 1e6 / ort[0]:.0f}x" if llm else "-"
+        lines.append(f"| {n_ues} | {pt[0]:.0f} / {pt[1]:.0f} | {pt_net[0]:.0f} | "
+                     f"{ort[0]:.0f} / {ort[1]:.0f} | {ort_net[0]:.0f} | "
+                     f"{f'{llm * 1e3:.1f}' if llm else '-'} | {ratio} |")
+        print(lines[-1], flush=True)
+    table = "\n".join(lines)
+    print(f"\n{table}\n\ntarget: <= {TARGET_US:.0f} us per TTI at I = 10 on one core")
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""The distilled real-time student (paper App. C-C): shapes and masking for any I, the bid
+auction's maths, DAgger data, distillation from Max-Weight/Dictator, ONNX parity, the textgame
+and PettingZoo policies, resume and clean errors. Small cells (N = 4, T <= 20)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from textgame.config import CellConfig, ConfigError, ScenarioConfig
+from textgame.game import StackelbergGame
+from textgame.pettingzoo_env import env as aec_env
+from textgame.policies import make_follower, make_leader
+from textgame.runner import run_episodes
+from trainers.student.__main__ import main
+from trainers.student.config import DistillConfig
+from trainers.student.distill import Distiller
+from trainers.student.features import CellShape
+from trainers.student.model import StudentModel
+from trainers.student.onnx import OnnxBackend, export_onnx
+from trainers.student.pettingzoo import StudentAECPolicy
+from trainers.student.policies import StudentFollower, StudentLeader, load_student
+from trainers.student.rollout import collect
+from trainers.student.teachers import Teacher, build_teacher
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CELL = {"cell": {"ue_counts": [2, 3, 4], "episode_ttis": 20}}
+
+
+def scenario(**cell) -> ScenarioConfig:
+    return ScenarioConfig.from_dict({"cell": {**CELL["cell"], **cell}})
+
+
+def student(seed: int = 0, hidden: int = 16) -> StudentModel:
+    torch.manual_seed(seed)
+    return StudentModel(CellShape.of(CellConfig()), 2, hidden, [16])
+
+
+def random_inputs(model: StudentModel, n_ues: int, rng: np.random.Generator, batch: int = 3):
+    leader = model.leader
+    global_x = rng.normal(size=(batch, leader.global_encoder.in_features)).astype(np.float32)
+    ue_x = rng.normal(size=(batch, n_ues, leader.ue_encoder[0].in_features + 2))
+    ue_x[..., 0] = rng.integers(0, 6, (batch, n_ues))  # queue (dPDUs)
+    ue_x[..., 1] = rng.uniform(0.6, 1.6, (batch, n_ues))  # RBG capacity (dPDUs)
+    mask = rng.random((batch, n_ues)) < 0.7
+    follower_x = rng.normal(size=(batch, n_ues, model.follower.body[0].in_features))
+    return global_x, ue_x.astype(np.float32), mask, follower_x.astype(np.float32)
+
+
+def teacher() -> Teacher:
+    return Teacher(make_leader("max_weight", CellConfig()), make_follower("dictator"), None)
+
+
+# --------------------------------------------------------------------- shapes and masking
+@pytest.mark.parametrize("n_ues", [1, 2, 5, 12])
+def test_leader_names_only_active_ues_for_any_i(n_ues):
+    model, rng = student(), np.random.default_rng(n_ues)
+    g, x, mask, _ = random_inputs(model, n_ues, rng, batch=8)
+    dcm, bids = model.leader(torch.from_numpy(g), torch.from_numpy(x), torch.from_numpy(mask))
+    assert dcm.shape == (8, 4) and bids.shape == (8, 1 + n_ues, 4)
+    owners = np.concatenate([np.ones((8, 1), bool), mask], 1)  # nobody is always allowed
+    assert owners[np.arange(8)[:, None], dcm.numpy()].all()
+    assert (bids[:, 1:][~torch.from_numpy(mask)] < -1e8).all()  # padded UEs never win
+
+
+def test_bids_are_non_increasing_in_the_grant_index():
+    model = student()
+    g, x, mask, _ = random_inputs(model, 6, np.random.default_rng(1))
+    _, bids = model.leader(torch.from_numpy(g), torch.from_numpy(x), torch.from_numpy(mask))
+    assert (bids[..., 1:] <= bids[..., :-1]).all()
+
+
+def test_topk_decision_equals_the_sequential_greedy_rule():
+    model = student()
+    for n_ues in range(1, 9):
+        g, x, mask, _ = random_inputs(model, n_ues, np.random.default_rng(n_ues), batch=16)
+        dcm, bids = model.leader(torch.from_numpy(g), torch.from_numpy(x),
+                                 torch.from_numpy(mask))
+        sequential, _ = model.leader.decode(bids, lambda n, logits: logits.argmax(-1))
+        assert torch.equal(dcm, sequential)
+
+
+def test_plackett_luce_probabilities_of_all_dcms_sum_to_one():
+    torch.manual_seed(0)
+    model = StudentModel(CellShape.of(CellConfig(n_rbgs=2)), 1, 8, [8])
+    g, x, mask, _ = random_inputs(model, 2, np.random.default_rng(2), batch=1)
+    mask[:] = True
+    dcms = torch.tensor(list(itertools.product(range(3), repeat=2)))  # 9 DCMs over {0, 1, 2}
+    args = [torch.from_numpy(a).expand(9, *a.shape[1:]) for a in (g, x, mask)]
+    logits = model.leader.teacher_forced(*args, dcms)  # (9, N, 1 + I)
+    logp = logits.log_softmax(-1).gather(-1, dcms[..., None]).squeeze(-1).sum(-1)
+    assert logp.exp().sum().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_follower_shapes_and_inactive_ues_stay_silent():
+    model = student()
+    game = StackelbergGame(scenario(ue_counts=[3], max_ues=5), 4)
+    follower = StudentFollower(model)
+    follower.reset(4, 5, 4, 4, np.random.default_rng(0))
+    game.reset(0)
+    bitmap, ucm = follower.act(game.step_leader(np.zeros((4, 4), dtype=np.int64)))
+    assert bitmap.shape == (4, 5, 4) and ucm.shape == (4, 5)
+    assert not bitmap[:, 3:].any() and (ucm[:, 3:] == 0).all()
+    assert ((0 <= ucm) & (ucm < 4)).all()
+
+
+# ------------------------------------------------------------------------------- DAgger
+def student_only_features(model, sc, episodes, seed):
+    """The leader features a student-only rollout with ``collect``'s seeds visits."""
+    (game_seed, policy_seed, _), = [s.spawn(3) for s in seed.spawn(1)]
+    game, leader, follower = StackelbergGame(sc, episodes), StudentLeader(model), \
+        StudentFollower(model)
+    leader.reset(episodes, sc.cell.max_ues, 4, np.random.default_rng(policy_seed))
+    follower.reset(episodes, sc.cell.max_ues, 4, 4, np.random.default_rng(policy_seed))
+    obs, rows = game.reset(game_seed), []
+    while True:
+        step = game.step_followers(*follower.act(game.step_leader(leader.act(obs))))
+        rows.append(leader.last["global_x"])
+        if step.done:
+            return np.concatenate(rows)
+        obs = step.leader_obs
+
+
+@pytest.mark.parametrize("beta, visits_own", [(0.0, True), (1.0, False)])
+def test_dagger_data_are_the_students_own_visits(beta, visits_own):
+    model, sc = student(), scenario()
+    seed = np.random.SeedSequence(7)
+    leader, follower, _ = collect(model, teacher(), sc, 8, 8, seed, beta)
+    own = student_only_features(model, sc, 8, np.random.SeedSequence(7))
+    assert leader["global_x"].shape == (20 * 8, own.shape[1])
+    assert np.array_equal(leader["global_x"].numpy(), own) == visits_own
+    assert len(follower["ucm"]) == len(follower["follower_x"]) == len(follower["bitmap"])
+
+
+def tiny_config(tmp_path, **changes) -> DistillConfig:
+    values = dict(teacher="max_weight/dictator", scenario=CELL, ue_counts=[2, 3, 4],
+                  history_len=1, leader_hidden=32, follower_hidden=[32], n_envs=16,
+                  bc_episodes=96, dagger_rounds=4, dagger_episodes=48, epochs_per_round=4,
+                  minibatch_size=128, learning_rate=5e-3, output_dir=str(tmp_path),
+                  eval_ues=[2, 3, 4], eval_episodes=16)
+    return DistillConfig(**{**values, **changes})
+
+
+def test_dagger_rounds_append_to_the_aggregate(tmp_path):
+    distiller = Distiller(tiny_config(tmp_path, bc_episodes=16, dagger_episodes=16,
+                                      dagger_rounds=1, epochs_per_round=1))
+    history = distiller.train()
+    assert [r["leader_decisions"] for r in history] == [16 * 20, 32 * 20]
+    assert [r["beta"] for r in history] == [1.0, 0.5]
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory):
+    """Max-Weight/Dictator distilled on I in {2, 3, 4}: (distiller, final directory)."""
+    distiller = Distiller(tiny_config(tmp_path_factory.mktemp("student")))
+    distiller.train()
+    return distiller, distiller.save_model()
+
+
+def test_student_agrees_with_max_weight_dictator_on_held_out_seeds(distilled):
+    distiller, _ = distilled
+    _, _, stats = collect(distiller.student, distiller.teacher, distiller.scenario, 32, 16,
+                          np.random.SeedSequence(10**6), beta=0.0)
+    assert stats["rbg_agreement"] >= 0.98
+    assert stats["bitmap_agreement"] >= 0.98
+
+
+# --------------------------------------------------------------------------- ONNX, serving
+def test_onnx_and_pytorch_agree_for_i_1_to_12(tmp_path):
+    model = student(hidden=32)
+    backend = OnnxBackend(export_onnx(model, tmp_path)[0].parent)
+    rng = np.random.default_rng(3)
+    for n_ues in range(1, 13):
+        g, x, mask, fx = random_inputs(model, n_ues, rng)
+        dcm, bids = backend.leader_outputs(g, x, mask)
+        outputs = backend.follower_outputs(fx)
+        with torch.no_grad():
+            torch_dcm, torch_bids = model.leader(*map(torch.from_numpy, (g, x, mask)))
+            torch_outputs = model.follower(torch.from_numpy(fx))
+        assert np.array_equal(dcm, torch_dcm.numpy())
+        assert np.abs(bids - torch_bids.numpy()).max() <= 1e-5
+        for ours, theirs in zip(outputs, torch_outputs, strict=True):
+            assert ours.shape == tuple(theirs.shape)
+            assert np.abs(ours.astype(np.float64) - theirs.numpy()).max() <= 1e-5
+
+
+def test_onnx_runtime_plays_the_same_episodes_as_pytorch(distilled):
+    _, final = distilled
+    sc = scenario(ue_counts=[7])  # outside the distillation D(I)
+    torch_kpis = run_episodes(sc, *load_student(final), episodes=4, n_envs=4, seed=5)
+    onnx_kpis = run_episodes(sc, *load_student(final, "onnx"), episodes=4, n_envs=4, seed=5)
+    for kpi, values in torch_kpis.items():
+        assert np.array_equal(values, onnx_kpis[kpi], equal_nan=True), kpi
+
+
+def test_pettingzoo_policy_replays_the_vectorised_game(distilled):
+    _, final = distilled
+    sc = scenario(ue_counts=[3])
+    env, policy = aec_env(scenario=sc), StudentAECPolicy.load(final)
+    env.reset(seed=11)
+    dcms = []
+    for agent in env.agent_iter():
+        obs, _, terminated, truncated, _ = env.last()
+        action = None if terminated or truncated else policy(agent, obs)
+        if agent == "bs" and action is not None:
+            dcms.append(action)
+        env.step(action)
+    game, (leader, follower) = StackelbergGame(sc, 1), load_student(final)
+    leader.reset(1, 3, 4, None)
+    follower.reset(1, 3, 4, 4, None)
+    obs, expected = game.reset(11), []
+    for _ in range(20):
+        expected.append(leader.act(obs)[0])
+        step = game.step_followers(*follower.act(game.step_leader(expected[-1][None])))
+        obs = step.leader_obs
+    assert np.array_equal(np.stack(dcms), np.stack(expected))
+
+
+# ---------------------------------------------------------------------- resume and errors
+def test_resume_continues_exactly(tmp_path):
+    changes = dict(bc_episodes=16, dagger_episodes=16, dagger_rounds=2, epochs_per_round=1)
+    whole = Distiller(tiny_config(tmp_path / "whole", **changes))
+    whole.train()
+    Distiller(tiny_config(tmp_path / "cut", **changes)).train(stop_at=1)
+    resumed = Distiller(tiny_config(tmp_path / "cut", **changes))
+    resumed.train()
+    for a, b in zip(whole.student.state_dict().values(), resumed.student.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("boss/dictator", "DistillConfig.teacher = 'boss/dictator' is invalid; allowed: "
+                      "'LEADER/FOLLOWER' with LEADER in"),
+    ("marl:/no/such/dir", "DistillConfig.teacher = 'marl:/no/such/dir' is invalid; allowed: "
+                          "'marl:DIR' with DIR a MARL model directory"),
+])
+def test_bad_teacher_specs_exit_with_one_named_error(spec, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--teacher", spec, "--output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_config_errors_name_field_value_and_allowed():
+    with pytest.raises(ConfigError, match=r"DistillConfig.dagger_beta = 1.5 is invalid; "
+                                          r"allowed: a number in \[0.0, 1.0\]"):
+        DistillConfig(teacher="max_weight/dictator", dagger_beta=1.5)
+    with pytest.raises(ConfigError, match=r"DistillConfig.teacher = None is invalid"):
+        DistillConfig()
+
+
+
+def test_a_student_refuses_a_cell_with_other_n():
+    with pytest.raises(ValueError, match=r"n_rbgs = 5 is invalid for this student; allowed: 4"):
+        StudentLeader(student()).reset(1, 3, 5, None)
+
+
+def test_heuristic_teachers_have_no_d_of_i_of_their_own():
+    assert build_teacher("round_robin/dictator", CellConfig()).ue_counts is None
+
+
+def test_evaluate_plays_a_student_spec(distilled):
+    from trainers.evaluation.suites import Evaluator, parse_policy, suite_cases
+
+    _, final = distilled
+    spec = parse_policy(f"Student=student:{final}")
+    case = suite_cases("ues", scenario().to_dict())[3]  # I = 5
+    kpis = Evaluator(episodes=4, n_envs=4).run(spec, case)
+    expected = run_episodes(case.scenario, *load_student(final), episodes=4, n_envs=4, seed=0)
+    assert (spec.kind, spec.label) == ("student", "Student")
+    assert np.array_equal(kpis["leader_utility"], expected["leader_utility"])

@@ -1,0 +1,151 @@
+"""``DistillConfig``: every knob of the distilled real-time student (paper App. C-C)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in
+from textgame.config import _fail as _fail_field
+
+OWNER = "DistillConfig"
+RUNTIMES = ("torch", "onnx")
+
+
+def _help(text: str, **kwargs) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    _fail_field(OWNER, name, value, allowed)
+
+
+def _sizes(name: str, value: Any) -> list[int]:
+    if (not isinstance(value, (list, tuple)) or len(value) == 0
+            or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in value)):
+        _fail(name, value, "a non-empty list of integers >= 1")
+    return list(value)
+
+
+@dataclass
+class DistillConfig:
+    """Configuration of :func:`trainers.student.distill.distill`.
+
+    Behaviour cloning on teacher rollouts, then DAgger rounds on the student's own state
+    distribution (a beta-mixture: each env's TTI is executed by the teacher with probability
+    ``dagger_beta ** round``, else by the student; every visited state is labelled by the
+    teacher), all data aggregated.
+
+    Parameters that control the teacher and the cells:
+        teacher, teacher_greedy, scenario, ue_counts, base_model, device
+    Parameters that control the student networks:
+        history_len, leader_hidden, follower_hidden
+    Parameters that control the data (rollouts) and the DAgger schedule:
+        n_envs, bc_episodes, dagger_rounds, dagger_episodes, dagger_beta
+    Parameters that control the optimisation:
+        epochs_per_round, minibatch_size, learning_rate, weight_decay, max_grad_norm
+    Parameters that control the run:
+        seed, output_dir, resume, save_total_limit, eval_episodes, export_onnx, threads
+    """
+
+    # ------------------------------------------------------------------- teacher and cells
+    teacher: str | None = _help(
+        "Policy spec of the teacher, as in evaluate: 'LEADER/FOLLOWER' (textgame heuristics, "
+        "e.g. max_weight/dictator), 'marl:DIR' (MAPPO/G-MAC) or 'llm:DIR_OR_REPO' (Stackelberg "
+        "PPO adapters).", default=None)
+    teacher_greedy: bool = _help(
+        "Label with the teacher's most likely action (MARL heads' modes; LLM at temperature "
+        "0.3) instead of a sample.", default=True)
+    scenario: dict | str | None = _help(
+        "The cell (SPEC §2) as a mapping or a JSON string with sections cell, traffic, channel, "
+        "reward; None = SPEC defaults. Its N and K fix the student's.", default=None)
+    ue_counts: list[int] | None = _help(
+        "Support of D(I) for the rollouts (uniform); None = the sizes the teacher was trained "
+        "on (MARL/LLM: read from its config; heuristics: the scenario's D(I)) together with "
+        "eval_ues, the sizes the student is meant to serve.", default=None)
+    base_model: str | None = _help(
+        "Base model of an LLM teacher (default: the one its adapters name).", default=None)
+    device: str | None = _help("torch device of an LLM or MARL teacher (the student trains "
+                               "on the CPU).", default=None)
+
+    # --------------------------------------------------------------------------- networks
+    history_len: int = _help("H: TTIs in the students' history stacks.", default=2)
+    leader_hidden: int = _help("Width of the leader student's per-UE embedding.", default=64)
+    follower_hidden: list[int] = _help("Hidden widths of the follower student's MLP (ReLU).",
+                                       default_factory=lambda: [64, 64])
+
+    # ------------------------------------------------------------------- data and DAgger
+    n_envs: int = _help("B: environments in lock step per rollout batch.", default=32)
+    bc_episodes: int = _help("Episodes of teacher rollouts for behaviour cloning (round 0).",
+                             default=256)
+    dagger_rounds: int = _help("DAgger rounds after behaviour cloning (0 = BC only).",
+                               default=4)
+    dagger_episodes: int = _help("Episodes per DAgger round.", default=128)
+    dagger_beta: float = _help(
+        "beta: in DAgger round r (1-based) the teacher executes an env's TTI with probability "
+        "beta ** r (Ross et al.'s decaying mixture); the student otherwise.", default=0.5)
+
+    # ----------------------------------------------------------------------- optimisation
+    epochs_per_round: int = _help("Passes over the aggregated data after each round.",
+                                  default=3)
+    minibatch_size: int = _help("Decisions (leader TTIs; UE decisions) per minibatch.",
+                                default=256)
+    learning_rate: float = _help("Adam learning rate (cosine decay over all rounds).",
+                                 default=3e-3)
+    weight_decay: float = _help("AdamW weight decay.", default=0.0)
+    max_grad_norm: float = _help("Gradient clipping per network.", default=1.0)
+
+    # -------------------------------------------------------------------------------- run
+    seed: int = _help("Seed of initialisation, rollouts and minibatch order.", default=0)
+    output_dir: str = _help("Run directory: checkpoints, metrics, final student.",
+                            default="runs/student")
+    resume: bool = _help("Resume from the last checkpoint in output_dir if there is one.",
+                         default=True)
+    save_total_limit: int = _help("Checkpoints kept (oldest deleted first).", default=2)
+    eval_episodes: int = _help("Episodes of the final student-vs-teacher evaluation per I.",
+                               default=64)
+    eval_ues: list[int] = _help("UE counts of the final evaluation (retention table).",
+                                default_factory=lambda: list(range(2, 11)))
+    export_onnx: bool = _help("Write leader.onnx and follower.onnx next to the final weights.",
+                              default=True)
+    eval_runtime: Literal["torch", "onnx"] = _help(
+        "Runtime of the student in the final evaluation.", default="torch")
+    threads: int = _help("torch CPU threads (1 is fastest for these small networks).",
+                         default=1)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.teacher, str) or not self.teacher:
+            _fail("teacher", self.teacher, "a policy spec: 'LEADER/FOLLOWER', 'marl:DIR' or "
+                  "'llm:DIR_OR_REPO'")
+        if isinstance(self.scenario, str):
+            try:
+                self.scenario = json.loads(self.scenario)
+            except json.JSONDecodeError as error:
+                _fail("scenario", self.scenario, f"a mapping or a JSON object ({error})")
+        if self.scenario is not None and not isinstance(self.scenario, dict):
+            _fail("scenario", self.scenario, "None, a mapping or a JSON object")
+        ScenarioConfig.from_dict(self.scenario)  # validates every section and field
+        if self.ue_counts is not None:
+            self.ue_counts = _sizes("ue_counts", self.ue_counts)
+        self.follower_hidden = _sizes("follower_hidden", self.follower_hidden)
+        self.eval_ues = _sizes("eval_ues", self.eval_ues)
+        for name in ("history_len", "leader_hidden", "n_envs", "bc_episodes",
+                     "dagger_episodes", "epochs_per_round", "minibatch_size",
+                     "save_total_limit", "eval_episodes", "threads"):
+            _int_at_least(OWNER, name, getattr(self, name), 1)
+        for name in ("dagger_rounds", "seed"):
+            _int_at_least(OWNER, name, getattr(self, name), 0)
+        _real_in(OWNER, "dagger_beta", self.dagger_beta, 0.0, 1.0)
+        _real_in(OWNER, "weight_decay", self.weight_decay, 0.0, 1.0)
+        for name in ("learning_rate", "max_grad_norm"):
+            _positive(OWNER, name, getattr(self, name))
+        if self.eval_runtime not in RUNTIMES:
+            _fail("eval_runtime", self.eval_runtime, f"one of {list(RUNTIMES)}")
+        if self.eval_runtime == "onnx" and not self.export_onnx:
+            _fail("eval_runtime", self.eval_runtime, "'torch' when export_onnx is false")
+
+    @property
+    def total_rounds(self) -> int:
+        """Round 0 (behaviour cloning) and the DAgger rounds."""
+        return 1 + self.dagger_rounds
