@@ -7,6 +7,7 @@ subcommand         what it does                                module
 ``evaluate``       any policies on the paper's suites          :mod:`trainers.cli.evaluate`
 ``train-marl``     MAPPO / G-MAC baselines                     :mod:`trainers.cli.train_marl`
 ``simulate``       a KPI table of policy pairs on scenarios    :mod:`trainers.cli.simulate`
+``distill``        a real-time student from any teacher        :mod:`trainers.cli.distill`
 =================  ==========================================  ================================
 
 Each module has ``main(argv) -> exit status``; the ``recipes/`` scripts call the same functions,

@@ -12,6 +12,7 @@ COMMANDS = {
     "evaluate": ("trainers.cli.evaluate", "evaluate policies on the paper's scenario suites"),
     "train-marl": ("trainers.cli.train_marl", "train a MAPPO or G-MAC baseline"),
     "simulate": ("trainers.cli.simulate", "a KPI table of policy pairs on scenarios"),
+    "distill": ("trainers.cli.distill", "distil any policy into a real-time student"),
 }
 
 

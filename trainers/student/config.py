@@ -46,7 +46,7 @@ class DistillConfig:
     Parameters that control the optimisation:
         epochs_per_round, minibatch_size, learning_rate, weight_decay, max_grad_norm
     Parameters that control the run:
-        seed, output_dir, resume, save_total_limit, eval_episodes, export_onnx, threads
+        seed, output_dir, resume, save_total_limit, eval_episodes, export_onnx, num_threads
     """
 
     # ------------------------------------------------------------------- teacher and cells
@@ -111,8 +111,9 @@ class DistillConfig:
                               default=True)
     eval_runtime: Literal["torch", "onnx"] = _help(
         "Runtime of the student in the final evaluation.", default="torch")
-    threads: int = _help("torch CPU threads (1 is fastest for these small networks).",
-                         default=1)
+    num_threads: int | None = _help(
+        "Torch CPU threads; None = every core this process may use (1 is fastest for these "
+        "small networks).", default=1)
 
     def __post_init__(self) -> None:
         if not isinstance(self.teacher, str) or not self.teacher:
@@ -132,8 +133,10 @@ class DistillConfig:
         self.eval_ues = _sizes("eval_ues", self.eval_ues)
         for name in ("history_len", "leader_hidden", "n_envs", "bc_episodes",
                      "dagger_episodes", "epochs_per_round", "minibatch_size",
-                     "save_total_limit", "eval_episodes", "threads"):
+                     "save_total_limit", "eval_episodes"):
             _int_at_least(OWNER, name, getattr(self, name), 1)
+        if self.num_threads is not None:
+            _int_at_least(OWNER, "num_threads", self.num_threads, 1)
         for name in ("dagger_rounds", "seed"):
             _int_at_least(OWNER, name, getattr(self, name), 0)
         _real_in(OWNER, "dagger_beta", self.dagger_beta, 0.0, 1.0)

@@ -74,7 +74,6 @@ class Distiller:
     def train(self, stop_at: int | None = None) -> list[dict]:
         """Run (or resume) every round, or stop after round ``stop_at`` (as if interrupted)."""
         c = self.config
-        torch.set_num_threads(c.threads)
         if c.resume and self.last_checkpoint() is not None:
             self.load_checkpoint(self.last_checkpoint())
         end = c.total_rounds if stop_at is None else min(stop_at, c.total_rounds)
