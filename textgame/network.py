@@ -126,10 +126,12 @@ class NetworkGame:
         shape = (n_networks,) + view_ue.shape  # (B, C, I_view)
         self._gather = np.maximum(view_ue, 0)
         self.active = np.broadcast_to(view_ue >= 0, shape).reshape(self.n_envs, -1).copy()
-        self._home = np.broadcast_to(home, shape).reshape(self.n_envs, -1)
+        self._padded = not self.active.all()  # a line's end cells lack an edge UE
         dst = np.arange(n_networks)[:, None, None] * self.n_ues + view_ue  # (B, C, I_view)
         src = np.arange(dst.size).reshape(shape)
         neighbour = (view_ue >= 0) & ~home
+        # index into [home values, neighbour values] (B, 2U) of each cell slot: one gather
+        self._gather_kind = np.where(home, self._gather, self.n_ues + self._gather)  # (C, I_view)
         self._scatter = {True: (src[:, home], dst[:, home]),
                          False: (src[:, neighbour], dst[:, neighbour])}
         self._phase = "reset"
@@ -137,7 +139,15 @@ class NetworkGame:
     # ------------------------------------------------------------------------ cell <-> UE
     def to_cells(self, x: np.ndarray) -> np.ndarray:
         """A UE array (B, U) seen from every cell slot: (B*C, I_view), 0 in padding slots."""
-        return np.where(self.active, x[:, self._gather].reshape(self.n_envs, -1), 0)
+        cells = x[:, self._gather].reshape(self.n_envs, -1)
+        return np.where(self.active, cells, 0) if self._padded else cells
+
+    def to_cells_by_kind(self, home_x: np.ndarray, away_x: np.ndarray) -> np.ndarray:
+        """Per cell slot (B*C, I_view): ``home_x`` (B, U) in home slots, ``away_x`` (B, U) in the
+        neighbour slots of edge UEs, 0 in padding."""
+        both = np.concatenate([home_x, away_x], axis=1)  # (B, 2U)
+        cells = both[:, self._gather_kind].reshape(self.n_envs, -1)
+        return np.where(self.active, cells, 0) if self._padded else cells
 
     def to_ues(self, x: np.ndarray, home: bool) -> np.ndarray:
         """A cell-slot array (B*C, I_view) back to UEs (B, U), from the home slots (``home``) or
@@ -267,11 +277,9 @@ class NetworkGame:
         attempts = tx.sum(axis=-1)  # (B*C, I_view)
         return NetworkReport(
             t=sim.t, shares=self.shares.copy(), transmitted=tx, rbg_outcome=outcome,
-            cell_delivered_bits=np.where(self._home, self.to_cells(home_bits),
-                                         self.to_cells(delivered - home_bits)),
+            cell_delivered_bits=self.to_cells_by_kind(home_bits, delivered - home_bits),
             cell_successes=cell_successes, cell_attempts=attempts,
-            cell_carried=np.where(self._home, self.to_cells(home_carried),
-                                  self.to_cells(away_carried)),
+            cell_carried=self.to_cells_by_kind(home_carried, away_carried),
             delivered_bits=delivered, successes=home + away,
             attempts=self.to_ues(attempts, True) + self.to_ues(attempts, False),
             completed_dpdus=completed, arrived_dpdus=sim.arrived_dpdus,
