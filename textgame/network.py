@@ -127,6 +127,7 @@ class NetworkGame:
         self._gather = np.maximum(view_ue, 0)
         self.active = np.broadcast_to(view_ue >= 0, shape).reshape(self.n_envs, -1).copy()
         self._padded = not self.active.all()  # a line's end cells lack an edge UE
+        self._n_active = self.active.sum(axis=1)  # (B*C,) UEs are fixed: I_c
         dst = np.arange(n_networks)[:, None, None] * self.n_ues + view_ue  # (B, C, I_view)
         src = np.arange(dst.size).reshape(shape)
         neighbour = (view_ue >= 0) & ~home
@@ -183,11 +184,12 @@ class NetworkGame:
                                             self.config.share_cap, self.cbs_rng)  # (B, C)
         self._share = self.shares.reshape(-1)  # (B*C,)
         self._rbg_mask = np.arange(self.n_rbgs) < self._share[:, None]  # (B*C, N_view)
+        self._whole_view = bool(self._rbg_mask.all())  # every DBS owns N_view RBGs (Equal)
 
     def leader_obs(self) -> CellLeaderObs:
         active, t = self.active.copy(), self.sim.t
         return CellLeaderObs(
-            t=t, active=active, n_active=active.sum(axis=1), ucm=self._ucm.copy(),
+            t=t, active=active, n_active=self._n_active.copy(), ucm=self._ucm.copy(),
             csi=self.to_cells(self.sim.channel.csi(t)), served_rbgs=self._served.copy(),
             queue_report=self.to_cells(self._queue_report), rbg_outcome=self._outcome.copy(),
             spectral_efficiency=self.sim.channel.spectral_efficiency,
@@ -200,13 +202,14 @@ class NetworkGame:
         if dcm.shape != (self.n_envs, self.n_rbgs) or not np.issubdtype(dcm.dtype, np.integer):
             raise ValueError(f"dcm has shape {dcm.shape} and dtype {dcm.dtype}; expected integers "
                              f"of shape {(self.n_envs, self.n_rbgs)} (B*C, N_view)")
-        n_active = self.active.sum(axis=1)
+        n_active = self._n_active
         bad = (dcm < 0) | (dcm > n_active[:, None])
         if bad.any():
             v, n = np.argwhere(bad)[0]
             raise ValueError(f"dcm[{v}, {n}] = {dcm[v, n]} is invalid; allowed: 0 (nobody) to the "
                              f"number of UEs of the cell ({n_active[v]})")
-        self._dcm = np.where(self._rbg_mask, dcm, 0).astype(np.int64)
+        self._dcm = (dcm if self._whole_view else np.where(self._rbg_mask, dcm, 0)).astype(
+            np.int64)
         self._intended = intended_bits(self._dcm, self.active)  # (B*C, I_view, N_view)
         self._phase = "followers"
         buffers = self.sim.buffers
@@ -261,7 +264,8 @@ class NetworkGame:
             v, i = np.argwhere(bad)[0]
             raise ValueError(f"ucm[{v}, {i}] = {ucm[v, i]} is invalid; allowed: 0 to "
                              f"{self.ucm_levels - 1} (K = {self.ucm_levels})")
-        return bitmap.astype(bool) & self.active[..., None] & self._rbg_mask[:, None, :]
+        tx = bitmap.astype(bool) & self.active[..., None]
+        return tx if self._whole_view else tx & self._rbg_mask[:, None, :]
 
     def _deliver(self, tx: np.ndarray, outcome: np.ndarray, cell_successes: np.ndarray,
                  ) -> NetworkReport:
