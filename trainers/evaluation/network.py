@@ -5,10 +5,10 @@ each CBS partition (Equal, Proportional, Random); rows hold the network KPIs wit
 (:data:`textgame.network_metrics.NETWORK_KPI_DESCRIPTIONS`), and :func:`scaling_check` tests the
 paper's claim that throughput per cell at C = 16 stays within 10 % of C = 1.
 
-    python -m trainers.evaluation_network --policies Max-Weight=max_weight/dictator \\
+    python -m trainers.evaluation.network --policies Max-Weight=max_weight/dictator \\
         S-ALOHA=idle/s_aloha --episodes 32 --output-dir runs/eval-hcn
 
-Policy specs are those of :func:`trainers.evaluation.parse_policy`. Heuristic pairs and
+Policy specs are those of :func:`trainers.evaluation.suites.parse_policy`. Heuristic pairs and
 ``marl:DIR`` play unchanged on each DBS (a MARL model needs N_view = the N it was trained
 with: Equal partitions only); ``llm:`` specs are refused until LLM policies have a
 ``LeaderPolicy``/``FollowerPolicy`` wrapper (they play through the text rollout today).
@@ -31,8 +31,8 @@ from textgame.network_config import NetworkConfig
 from textgame.network_metrics import run_network_episodes
 from textgame.partition import PARTITIONS
 from textgame.policies import make_follower, make_leader
-from trainers.evaluation import PolicySpec, parse_policy
-from trainers.report import _pyplot, _save, markdown
+from trainers.evaluation.report import _pyplot, _save, markdown
+from trainers.evaluation.suites import PolicySpec, parse_policy
 
 HCN_CELLS = (1, 2, 4, 8, 16)
 HCN_NUMERIC_CELLS = HCN_CELLS + (32, 64)
@@ -128,7 +128,7 @@ def plot_hcn(rows: Sequence[Mapping], path: str | Path) -> Path:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainers.evaluation_network", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m trainers.evaluation.network", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--policies", nargs="+", default=["Max-Weight=max_weight/dictator"])
     p.add_argument("--cells", type=int, nargs="+", default=list(HCN_NUMERIC_CELLS))

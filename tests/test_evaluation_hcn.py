@@ -1,12 +1,12 @@
-"""The hcn suite (trainers.evaluation_network): rows, the scaling check, refused LLM specs."""
+"""The hcn suite (trainers.evaluation.network): rows, the scaling check, refused LLM specs."""
 
 from __future__ import annotations
 
 import pytest
 
 from textgame.metrics import Summary
-from trainers.evaluation import parse_policy
-from trainers.evaluation_network import evaluate_hcn, scaling_check
+from trainers.evaluation.network import evaluate_hcn, scaling_check
+from trainers.evaluation.suites import parse_policy
 
 TINY = {"scenario": {"cell": {"episode_ttis": 4}}}
 
