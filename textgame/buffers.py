@@ -50,10 +50,9 @@ class FifoBuffers:
         """Enqueue ``arrivals`` (B, I_max) dPDUs born at TTI ``t``; returns the dropped counts."""
         accepted = np.minimum(arrivals, self.capacity - self.count)
         for j in range(int(accepted.max(initial=0))):
-            slot = ((self.head + self.count + j) % self.capacity)[..., None]
-            old = np.take_along_axis(self.arrival, slot, axis=-1)[..., 0]
-            new = np.where(j < accepted, t, old)
-            np.put_along_axis(self.arrival, slot, new[..., None], axis=-1)
+            env, ue = np.nonzero(j < accepted)
+            ring = (self.head[env, ue] + self.count[env, ue] + j) % self.capacity
+            self.arrival[env, ue, ring] = t
         self.count += accepted
         return arrivals - accepted
 

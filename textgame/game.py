@@ -64,6 +64,17 @@ class GameStep:
     invalid_followers: np.ndarray  # (B, I_max) bool
 
 
+def active_rank(active: np.ndarray) -> np.ndarray:
+    """1-based rank of each active slot among its environment's active slots; 0 if inactive.
+    ``active`` (B, I_max) bool."""
+    return np.cumsum(active, axis=1) * active
+
+
+def intended_bits(dcm: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """d_i,t,n = 1[a_n = rank(i)] for a DCM (B, N) and active slots (B, I_max): (B, I_max, N)."""
+    return (dcm[:, None, :] == active_rank(active)[:, :, None]) & active[..., None]
+
+
 class StackelbergGame:
     """Turn order per TTI: ``reset`` -> ``step_leader(dcm)`` -> ``step_followers(bitmap, ucm)``."""
 
@@ -78,11 +89,11 @@ class StackelbergGame:
     @property
     def rank(self) -> np.ndarray:
         """1-based rank of each active slot among its environment's active slots; 0 if inactive."""
-        return np.cumsum(self.sim.active, axis=1) * self.sim.active
+        return active_rank(self.sim.active)
 
     def intended_bits(self, dcm: np.ndarray) -> np.ndarray:
         """d_i,t,n = 1[a_n = rank(i)]: (B, I_max, N) bool."""
-        return (dcm[:, None, :] == self.rank[:, :, None]) & self.sim.active[..., None]
+        return intended_bits(dcm, self.sim.active)
 
     def _expect(self, phase: str) -> None:
         if self._phase != phase:

@@ -47,6 +47,33 @@ class TTIReport:
     done: bool
 
 
+def resolve_rbgs(tx: np.ndarray, rng: np.random.Generator, tbler: float,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-RBG outcome of transmissions ``tx`` (B, I, N) bool (SPEC §2 step 5, eq. 1).
+
+    An RBG succeeds iff exactly one UE transmits and no erasure (probability ``tbler``, one draw
+    per RBG) hits it; two or more transmitters collide and all fail. Returns the outcome (B, N),
+    each UE's successful RBGs (B, I, N) and its feedback (B, I, N): the outcome where it
+    transmitted, IDLE elsewhere.
+    """
+    senders = tx.sum(axis=1)  # (B, N)
+    erased = rng.random(senders.shape) < tbler  # (B, N)
+    outcome = np.full(senders.shape, IDLE, dtype=np.int8)
+    outcome[senders == 1] = SUCCESS
+    outcome[(senders == 1) & erased] = ERASURE
+    outcome[senders >= 2] = COLLISION  # every transmitter of a collided RBG fails
+    success = tx & (outcome == SUCCESS)[:, None, :]  # (B, I, N)
+    feedback = np.where(tx, outcome[:, None, :], IDLE).astype(np.int8)
+    return outcome, success, feedback
+
+
+def carried_rbgs(successes: np.ndarray, buffered_bits: np.ndarray,
+                 per_rbg_bits: np.ndarray) -> np.ndarray:
+    """Successful RBGs that carried data, not padding: RBGs are filled in order, so
+    ceil(buffered / c) of the successful ones carry data. All arrays (B, I)."""
+    return np.minimum(successes, -(-buffered_bits // per_rbg_bits))
+
+
 class UplinkSimulator:
     """B independent uplink cells with up to I_max UEs and N RBGs each."""
 
@@ -111,20 +138,12 @@ class UplinkSimulator:
             raise ValueError(
                 f"bitmap[{b}, {i}, {n}] = {bitmap[b, i, n]} is invalid; allowed: 0 or 1")
         tx = bitmap.astype(bool) & self.active[..., None]  # (B, I_max, N)
-        senders = tx.sum(axis=1)  # (B, N)
-        erased = self.rng.random(senders.shape) < self.cell.tbler  # (B, N)
-        outcome = np.full(senders.shape, IDLE, dtype=np.int8)
-        outcome[senders == 1] = SUCCESS
-        outcome[(senders == 1) & erased] = ERASURE
-        outcome[senders >= 2] = COLLISION  # every transmitter of a collided RBG fails
-        success = tx & (outcome == SUCCESS)[:, None, :]  # (B, I_max, N)
-        feedback = np.where(tx, outcome[:, None, :], IDLE).astype(np.int8)
+        outcome, success, feedback = resolve_rbgs(tx, self.rng, self.cell.tbler)
         per_rbg = self.capacity()  # (B, I_max)
         successes = success.sum(axis=-1)
         buffered = self.buffers.bits
         delivered, completed, deliveries = self.buffers.drain(successes * per_rbg, self.t)
-        # RBGs are filled in order, so ceil(buffered / c) of the successful ones carry data
-        carried = np.minimum(successes, -(-buffered // per_rbg))
+        carried = carried_rbgs(successes, buffered, per_rbg)
         report = TTIReport(
             t=self.t, active=self.active.copy(), transmitted=tx, rbg_outcome=outcome,
             feedback=feedback, capacity_bits=per_rbg, delivered_bits=delivered,
@@ -137,9 +156,23 @@ class UplinkSimulator:
         if not report.done:
             if self.cell.churn:
                 report.departed_bits, report.joined = self._churn()
-            self.t += 1
-            self._open_tti()
+            self.next_tti()
         return report
+
+    def next_tti(self) -> None:
+        """Close the executed TTI and open the next one (steps 1-2 of SPEC §2)."""
+        self.t += 1
+        self._open_tti()
+
+    @property
+    def arrived_dpdus(self) -> np.ndarray:
+        """dPDUs that arrived in the open TTI: (B, I_max)."""
+        return self._arrived
+
+    @property
+    def dropped_dpdus(self) -> np.ndarray:
+        """Arrivals of the open TTI refused by a full buffer: (B, I_max)."""
+        return self._dropped
 
     def _churn(self) -> tuple[np.ndarray, np.ndarray]:
         """SPEC §2 step 8: slots join and leave; a leaving UE's buffer is lost.

@@ -23,22 +23,29 @@ def jain_index(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     return np.where(total > 0, total * total / safe, 0.0)
 
 
-def consistency(bitmap: np.ndarray, intended: np.ndarray) -> np.ndarray:
-    """S(b, d) = 1 - Hamming(b, d) / N over the last axis (eq. 3)."""
-    n = bitmap.shape[-1]
+def consistency(bitmap: np.ndarray, intended: np.ndarray,
+                n_rbgs: np.ndarray | int | None = None) -> np.ndarray:
+    """S(b, d) = 1 - Hamming(b, d) / N over the last axis (eq. 3).
+
+    N is the last axis's length unless ``n_rbgs`` (broadcastable to the result) says how many of
+    its RBGs the cell owns (a DBS's share in a network); the others must be 0 in both b and d.
+    """
+    n = bitmap.shape[-1] if n_rbgs is None else np.maximum(n_rbgs, 1)
     return 1.0 - (bitmap.astype(bool) != intended.astype(bool)).sum(axis=-1) / n
 
 
 def follower_utility(delivered_bits: np.ndarray, attempts: np.ndarray, bitmap: np.ndarray,
                      intended: np.ndarray, active: np.ndarray, dpdu_bits: int,
-                     reward: RewardConfig) -> np.ndarray:
+                     reward: RewardConfig, n_rbgs: np.ndarray | int | None = None,
+                     ) -> np.ndarray:
     """F_i,t = w1 * min(1, rx / max(tx, 1)) + w2 * S(b, d) (eq. 2); 0 for inactive slots.
 
-    rx = delivered bits / D (dPDUs), tx = RBGs transmitted on, padding included. Shapes (B, I_max).
+    rx = delivered bits / D (dPDUs), tx = RBGs transmitted on, padding included. Shapes (B, I_max);
+    ``n_rbgs`` is passed to :func:`consistency`.
     """
     rx = delivered_bits / dpdu_bits
     delivery = np.minimum(1.0, rx / np.maximum(attempts, 1))
-    utility = reward.omega1 * delivery + reward.omega2 * consistency(bitmap, intended)
+    utility = reward.omega1 * delivery + reward.omega2 * consistency(bitmap, intended, n_rbgs)
     return np.where(active, utility, 0.0)
 
 
