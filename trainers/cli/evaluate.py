@@ -31,6 +31,9 @@ from trainers.cli.args import (
 )
 from trainers.evaluation.suites import SUITES
 
+ALL_SUITES = (*SUITES, "hcn")
+HCN_PARTITIONS = ("equal", "proportional", "random")
+
 PROG = "agentic-mac evaluate"
 OWNER = "EvaluateConfig"
 DEFAULT_POLICIES = ("Max-Weight=max_weight/dictator", "Round-Robin=round_robin/dictator",
@@ -53,7 +56,8 @@ class EvaluateConfig:
         "help": "policy specs, each optionally 'label=spec': LEADER/FOLLOWER, marl:DIR, "
                 "llm:DIR_OR_REPO"})
     suites: list[str] = field(default_factory=lambda: ["ues"], metadata={
-        "help": f"scenario suites, any of {list(SUITES)}"})
+        "help": f"scenario suites, any of {list(ALL_SUITES)} (hcn: the multi-cell network of "
+                "Table IV)"})
     episodes: int = field(default=64, metadata={"help": "episodes per (policy, case, seed)"})
     n_envs: int = field(default=16, metadata={"help": "environments in lock step"})
     seed: int = field(default=0, metadata={
@@ -72,14 +76,27 @@ class EvaluateConfig:
     output_dir: str = field(default="runs/evaluate", metadata={
         "help": "where results.md, results.csv and the figures go"})
     disable_tqdm: bool = field(default=False, metadata={"help": "hide the progress bar"})
+    hcn_cells: list[int] | None = field(default=None, metadata={
+        "help": "cell counts C of the hcn suite (default: 1, 2, 4, 8, 16, and also 32, 64 for "
+                "policies without an LLM)"})
+    hcn_partitions: list[str] = field(default_factory=lambda: list(HCN_PARTITIONS), metadata={
+        "help": f"CBS partitions of the hcn suite, any of {list(HCN_PARTITIONS)}"})
+    hcn_lock_step_cells: int = field(default=512, metadata={
+        "help": "B x C cells simulated in lock step in the hcn suite"})
 
     def __post_init__(self) -> None:
         for name in ("episodes", "n_envs", "seeds"):
             check_int_at_least(OWNER, name, getattr(self, name), 1)
         check_int_at_least(OWNER, "seed", self.seed, 0)
         for suite in self.suites:
-            if suite not in SUITES:
-                fail_field(OWNER, "suites", suite, f"any of {list(SUITES)}")
+            if suite not in ALL_SUITES:
+                fail_field(OWNER, "suites", suite, f"any of {list(ALL_SUITES)}")
+        for name in self.hcn_partitions:
+            if name not in HCN_PARTITIONS:
+                fail_field(OWNER, "hcn_partitions", name, f"any of {list(HCN_PARTITIONS)}")
+        for c in self.hcn_cells or ():
+            check_int_at_least(OWNER, "hcn_cells", c, 1)
+        check_int_at_least(OWNER, "hcn_lock_step_cells", self.hcn_lock_step_cells, 1)
         if not self.output_dir:
             fail_field(OWNER, "output_dir", self.output_dir, "a directory path")
 
@@ -108,7 +125,8 @@ def preflight(args: EvaluateConfig):
         if spec.kind != "heuristic" and "{" not in spec.path:  # MAPPO-S paths: checked per case
             check_learned(OWNER, "policies", f"{spec.kind}:{spec.path}", spec.kind, spec.path)
     base = load_scenario(args.scenario) if args.scenario else None
-    cases = [case for suite in args.suites for case in suite_cases(suite, base)]
+    cases = [case for suite in args.suites if suite != "hcn"
+             for case in suite_cases(suite, base)]
     runs = args.training_run_dirs()
     out = check_output_dir_writable("output_dir", args.output_dir)
     return specs, cases, runs, out
@@ -141,11 +159,41 @@ def evaluate(args: EvaluateConfig) -> str:
     (out / "results.csv").write_text(to_csv(rows))
     figures = [plot_sweep(rows, suite, out / f"{suite}.png") for suite in args.suites
                if suite in SWEEPS]
+    if "hcn" in args.suites:
+        hcn_table, figure = evaluate_network(args, specs, out)
+        table += hcn_table
+        figures += [out / "hcn.md", figure]
     if runs:
         figures.append(plot_training({k: str(v) for k, v in runs.items()},
                                      out / "training.png"))
     files = [out / "results.md", out / "results.csv", *figures]
     return table + "\nwrote " + ", ".join(str(f) for f in files) + "\n"
+
+
+def evaluate_network(args: EvaluateConfig, specs, out):
+    """The hcn suite: every spec on C cells x partitions; ``(markdown, figure path)``."""
+    from trainers.evaluation.network import (
+        HCN_CELLS,
+        HCN_NUMERIC_CELLS,
+        HCN_TABLE_KPIS,
+        evaluate_hcn,
+        plot_hcn,
+        scaling_check,
+    )
+    from trainers.evaluation.report import markdown
+
+    base = {"scenario": load_scenario(args.scenario).to_dict()} if args.scenario else None
+    rows = []
+    for spec in specs:
+        cells = args.hcn_cells or (HCN_CELLS if spec.kind == "llm" else HCN_NUMERIC_CELLS)
+        try:
+            rows += evaluate_hcn([spec], base, cells, args.hcn_partitions, args.episodes,
+                                 args.hcn_lock_step_cells, args.seed)
+        except ValueError as error:
+            raise CLIError(str(error)) from None
+    table = markdown(rows, HCN_TABLE_KPIS) + "\n" + scaling_check(rows)
+    (out / "hcn.md").write_text(table)
+    return table, plot_hcn(rows, out / "hcn.png")
 
 
 def _main(argv: Sequence[str] | None) -> int:

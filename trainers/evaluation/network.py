@@ -5,34 +5,28 @@ each CBS partition (Equal, Proportional, Random); rows hold the network KPIs wit
 (:data:`textgame.network_metrics.NETWORK_KPI_DESCRIPTIONS`), and :func:`scaling_check` tests the
 paper's claim that throughput per cell at C = 16 stays within 10 % of C = 1.
 
-    python -m trainers.evaluation.network --policies Max-Weight=max_weight/dictator \\
-        S-ALOHA=idle/s_aloha --episodes 32 --output-dir runs/eval-hcn
+    agentic-mac evaluate --suites hcn --policies Max-Weight=max_weight/dictator \\
+        S-ALOHA=idle/s_aloha --episodes 32 --output_dir runs/eval-hcn
 
-Policy specs are those of :func:`trainers.evaluation.suites.parse_policy`. Heuristic pairs and
-``marl:DIR`` play unchanged on each DBS (a MARL model needs N_view = the N it was trained
-with: Equal partitions only); ``llm:`` specs are refused until LLM policies have a
-``LeaderPolicy``/``FollowerPolicy`` wrapper (they play through the text rollout today).
+Policy specs are those of :func:`trainers.evaluation.suites.parse_policy`; every kind plays
+unchanged on each DBS through :func:`~trainers.evaluation.suites.load_policies` (a MARL model
+needs N_view = the N it was trained with: Equal partitions only; LLM adapters play through
+:mod:`trainers.policy.scheduler`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import yaml
-
-from textgame.config import CellConfig
 from textgame.metrics import summarize
 from textgame.network_config import NetworkConfig
 from textgame.network_metrics import run_network_episodes
 from textgame.partition import PARTITIONS
-from textgame.policies import make_follower, make_leader
-from trainers.evaluation.report import _pyplot, _save, markdown
-from trainers.evaluation.suites import PolicySpec, parse_policy
+from trainers.evaluation.report import _pyplot, _save
+from trainers.evaluation.suites import PolicySpec, load_policies
 
 HCN_CELLS = (1, 2, 4, 8, 16)
 HCN_NUMERIC_CELLS = HCN_CELLS + (32, 64)
@@ -40,19 +34,6 @@ HCN_PARTITIONS = ("equal", "proportional", "random")
 HCN_TABLE_KPIS = ("network_throughput_mbps", "throughput_per_cell_mbps",
                   "local_ue_throughput_mbps", "edge_ue_throughput_mbps", "fairness_ues",
                   "fairness_cells", "collision_rate", "leader_utility")
-
-
-def hcn_policies(spec: PolicySpec, cell: CellConfig):
-    """(leader, follower) of a spec for the network; refuses LLM specs (no policy wrapper)."""
-    if spec.kind == "llm":
-        raise ValueError(f"policy {spec.label!r}: LLM policies cannot play the hcn suite yet "
-                         "(they have no LeaderPolicy/FollowerPolicy wrapper); allowed: "
-                         "heuristic pairs and marl:DIR")
-    if spec.kind == "marl":
-        from trainers.marl import load_marl_policies
-
-        return load_marl_policies(spec.path)
-    return make_leader(spec.leader, cell), make_follower(spec.follower)
 
 
 def evaluate_hcn(specs: Sequence[PolicySpec], base: NetworkConfig | Mapping | None = None,
@@ -73,7 +54,7 @@ def evaluate_hcn(specs: Sequence[PolicySpec], base: NetworkConfig | Mapping | No
             raise ValueError(f"partition {name!r} is unknown; allowed: {sorted(PARTITIONS)}")
     rows = []
     for spec in specs:
-        leader, follower = hcn_policies(spec, base.scenario.cell)
+        leader, follower = load_policies(spec, base.scenario.cell)
         for partition in partitions:
             for c in cells or HCN_NUMERIC_CELLS:
                 config = dataclasses.replace(base, n_cells=c, partition=partition)
@@ -125,37 +106,3 @@ def plot_hcn(rows: Sequence[Mapping], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     return _save(plt, fig, path)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainers.evaluation.network", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--policies", nargs="+", default=["Max-Weight=max_weight/dictator"])
-    p.add_argument("--cells", type=int, nargs="+", default=list(HCN_NUMERIC_CELLS))
-    p.add_argument("--partitions", nargs="+", default=list(HCN_PARTITIONS),
-                   choices=sorted(PARTITIONS))
-    p.add_argument("--episodes", type=int, default=32, help="network episodes per case")
-    p.add_argument("--lock-step-cells", type=int, default=512, help="B * C cells in lock step")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--config", type=Path, default=None, help="YAML base network: NetworkConfig "
-                   "fields and a 'scenario' section (cell/traffic/channel/reward)")
-    p.add_argument("--output-dir", type=Path, default=Path("runs/eval-hcn"))
-    args = p.parse_args(argv)
-    try:
-        base = yaml.safe_load(args.config.read_text()) if args.config else None
-        rows = evaluate_hcn([parse_policy(s) for s in args.policies], base, args.cells,
-                            args.partitions, args.episodes, args.lock_step_cells, args.seed,
-                            lambda label: print(label, file=sys.stderr))
-    except ValueError as error:  # ConfigError included
-        p.error(str(error))
-    table = markdown(rows, HCN_TABLE_KPIS) + "\n" + scaling_check(rows)
-    out = args.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "hcn.md").write_text(table)
-    figure = plot_hcn(rows, out / "hcn.png")
-    sys.stdout.write(table + f"\nwrote {out / 'hcn.md'}, {figure}\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -136,6 +136,35 @@ def parse_policy(text: str) -> PolicySpec:
     return PolicySpec(label or spec, "heuristic", leader, follower)
 
 
+def load_policies(spec: PolicySpec, cell, path: str | None = None, where: str = ""):
+    """(leader, follower) textgame policies of ``spec`` for cells like ``cell``; ``path``
+    overrides the spec's (MAPPO-S per case). LLM adapters play through
+    :mod:`trainers.policy.scheduler` (their UEs as trained: the LLM or a heuristic)."""
+    path = spec.path if path is None else path
+    where = f" (for {where})" if where else ""
+    if spec.kind == "marl":
+        from trainers.marl import load_marl_policies
+
+        if not Path(path).is_dir():
+            raise ValueError(f"policy {spec.label!r}: no MARL model directory {path}{where}; "
+                             "train one with agentic-mac train-marl")
+        return load_marl_policies(path)
+    if spec.kind == "student":
+        from trainers.student.policies import load_student
+
+        if not (Path(path) / "student_config.json").is_file():
+            raise ValueError(f"policy {spec.label!r}: no student directory {path}{where}; "
+                             "distil one with agentic-mac distill")
+        return load_student(path)
+    if spec.kind == "llm":
+        from trainers.policy.scheduler import load_llm, load_llm_policies
+
+        leader, follower = load_llm_policies(path, ucm_levels=cell.ucm_levels)
+        ues = load_llm(path)[2].get("follower_policy", "llm")
+        return leader, (follower if ues == "llm" else make_follower(ues))
+    return make_leader(spec.leader, cell), make_follower(spec.follower)
+
+
 # -------------------------------------------------------------------------------- evaluator
 @dataclass
 class Evaluator:
@@ -158,25 +187,8 @@ class Evaluator:
         seed = self.seed if seed is None else seed
         if spec.kind == "llm":
             return self._run_llm(spec, case, on_batch, seed)
-        if spec.kind == "marl":
-            from trainers.marl import load_marl_policies
-
-            path = spec.path_for(case)
-            if not Path(path).is_dir():
-                raise ValueError(f"policy {spec.label!r}: no MARL model directory {path} (for "
-                                 f"{case.label}); train one with recipes/train_marl.py")
-            leader, follower = load_marl_policies(path)
-        elif spec.kind == "student":
-            from trainers.student.policies import load_student
-
-            path = spec.path_for(case)
-            if not (Path(path) / "student_config.json").is_file():
-                raise ValueError(f"policy {spec.label!r}: no student directory {path}; distil "
-                                 "one with python -m trainers.student")
-            leader, follower = load_student(path)
-        else:
-            leader = make_leader(spec.leader, case.scenario.cell)
-            follower = make_follower(spec.follower)
+        leader, follower = load_policies(spec, case.scenario.cell, spec.path_for(case),
+                                         case.label)
         if case.legacy_ues:
             follower = MixedFollower(follower, make_follower("s_aloha"), case.legacy_ues)
         return run_episodes(case.scenario, leader, follower, self.episodes,
