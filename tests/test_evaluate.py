@@ -243,3 +243,31 @@ def test_evaluate_recipe_end_to_end(llm_dir, tmp_path):
                           "boss/dictator"], capture_output=True, text=True, cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert bad.returncode == 2 and "policy 'boss/dictator' is invalid" in bad.stderr
+
+
+def test_two_processes_give_the_table_of_one(llm_dir, tmp_path):
+    """accelerate launch splits the (case, policy, seed) units over two gloo CPU processes and
+    gathers them: the same CSV, byte for byte, as one process."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["--suites", "rbgs", "--episodes", "2", "--seeds", "2", "--n_envs", "2",
+            "--scenario", '{"cell": {"episode_ttis": 2}}', "--disable_tqdm",
+            "--policies", "MW=max_weight/dictator", "idle/s_aloha", f"LLM=llm:{llm_dir}"]
+    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+           "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true"}
+    script = str(ROOT / "recipes" / "evaluate.py")
+    one = subprocess.run([sys.executable, script, *args, "--output_dir", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+         "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "--main_process_port", str(port), script, *args, "--output_dir", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    table = (tmp_path / "one" / "results.csv").read_text()
+    assert table.count("\n") == 1 + 6 * 3  # header + N = 3..8 x three policies
+    assert (tmp_path / "two" / "results.csv").read_text() == table

@@ -11,10 +11,15 @@ Policies (``[label=]spec``): a heuristic pair ``LEADER/FOLLOWER``; ``marl:DIR`` 
 adapters from a run's ``final/`` or the Hub). Suites: ues (I = 2..10), rbgs (N = 3..8), tbler,
 traffic (Table III), legacy (Table VII), stress (Table VIII); see ``trainers/evaluation/suites.py``.
 Writes ``results.md``, ``results.csv``, ``<suite>.png`` for the sweeps and ``training.png``.
+
+Under ``accelerate launch --num_processes K`` (GPUs, or CPU processes with gloo) the (case,
+policy, seed) units are split across the processes and gathered into one table, with the same
+numbers as one process; the hcn suite runs on the main process.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -132,28 +137,59 @@ def preflight(args: EvaluateConfig):
     return specs, cases, runs, out
 
 
-def evaluate(args: EvaluateConfig) -> str:
+def _process_group():
+    """(rank, world size) under ``accelerate launch`` with several processes, else (0, 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.process_index, state.num_processes
+
+
+def play_units(args: EvaluateConfig, specs, cases, rank: int = 0, world: int = 1,
+               ) -> dict[tuple[int, int, int], dict]:
+    """``{(case, spec, seed offset): {kpi: (episodes,) array}}`` for this process's share of
+    the (case, policy, seed) units: unit u goes to process u mod ``world``. Every unit is
+    seeded by itself, so the split changes no number."""
     from tqdm.auto import tqdm
 
-    from textgame.metrics import summarize
-    from trainers.evaluation.report import SWEEPS, markdown, plot_sweep, plot_training, to_csv
     from trainers.evaluation.suites import Evaluator
 
-    specs, cases, runs, out = preflight(args)
     evaluator = Evaluator(args.episodes, args.n_envs, args.seed, args.device, args.base_model)
-    rows = []
-    total = len(specs) * len(cases) * args.episodes * args.seeds
-    with tqdm(total=total, unit="ep", disable=args.disable_tqdm, file=sys.stderr) as bar:
-        for case in cases:
-            for spec in specs:
-                bar.set_postfix_str(f"{case.label} {spec.label}")
-                try:
-                    results = [evaluator.run(spec, case, bar.update, seed=args.seed + k)
-                               for k in range(args.seeds)]
-                except ValueError as error:  # e.g. a MAPPO-S model missing for one case
-                    raise CLIError(str(error)) from None
-                rows.append({"policy": spec.label, "suite": case.suite, "case": case.label,
-                             "x": case.x, "kpis": summarize(results)})
+    units = [(c, s, k) for c in range(len(cases)) for s in range(len(specs))
+             for k in range(args.seeds)][rank::world]
+    out = {}
+    with tqdm(total=len(units) * args.episodes, unit="ep", file=sys.stderr,
+              disable=args.disable_tqdm or rank != 0) as bar:
+        for c, s, k in units:
+            bar.set_postfix_str(f"{cases[c].label} {specs[s].label}")
+            try:
+                out[c, s, k] = evaluator.run(specs[s], cases[c], bar.update, seed=args.seed + k)
+            except ValueError as error:  # e.g. a MAPPO-S model missing for one case
+                raise CLIError(str(error)) from None
+    return out
+
+
+def evaluate(args: EvaluateConfig) -> str:
+    """Every policy on every case (split across processes under ``accelerate launch``); the
+    main process writes the tables and figures and returns the table ('' elsewhere)."""
+    from textgame.metrics import summarize
+    from trainers.evaluation.report import SWEEPS, markdown, plot_sweep, plot_training, to_csv
+
+    specs, cases, runs, out = preflight(args)
+    rank, world = _process_group()
+    results = play_units(args, specs, cases, rank, world)
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        results = {key: value for part in gather_object([results]) for key, value in
+                   part.items()}
+    if rank != 0:
+        return ""
+    rows = [{"policy": spec.label, "suite": case.suite, "case": case.label, "x": case.x,
+             "kpis": summarize([results[c, s, k] for k in range(args.seeds)])}
+            for c, case in enumerate(cases) for s, spec in enumerate(specs)]
     table = markdown(rows)
     (out / "results.md").write_text(table)
     (out / "results.csv").write_text(to_csv(rows))
