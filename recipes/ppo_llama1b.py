@@ -12,6 +12,7 @@ and the trained policy's KPIs next to S-ALOHA and Max-Weight on the same scenari
 
 from __future__ import annotations
 
+import logging
 import resource
 import time
 from pathlib import Path
@@ -70,6 +71,8 @@ def report(history: list[dict], rows: dict[str, dict[str, float]], seconds: floa
 
 def main() -> None:
     start = time.perf_counter()
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("trainers").setLevel(logging.INFO)  # 'resuming from checkpoint-N'
     parser = TrlParser((StackelbergPPOConfig, ModelConfig))
     args, model_args = parser.parse_args_and_config()
     resolve_model(model_args, args)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import logging
 import time
 
 import torch
@@ -85,6 +86,8 @@ def table(title: str, rows: dict[str, dict]) -> str:
 
 def main() -> None:
     start = time.perf_counter()
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("trainers").setLevel(logging.INFO)  # 'resuming from checkpoint-N'
     config, args = parse()
     torch.set_num_threads(args.threads)
     trainer = MARLTrainer(config)

@@ -187,7 +187,8 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
     interrupted = MARLTrainer(tiny_config(tmp_path / "b", total_updates=4, save_every=2))
     interrupted.train(stop_at=2)
     assert [p.name for p in interrupted.checkpoints()] == ["checkpoint-2"]
-    resumed = MARLTrainer(tiny_config(tmp_path / "b", total_updates=4, save_every=2))
+    resumed = MARLTrainer(tiny_config(tmp_path / "b", total_updates=4, save_every=2,
+                                      resume_from_checkpoint=True))
     resumed.train()
     assert resumed.update == 4
     for (name, a), b in zip(straight.agents.state_dict().items(),
