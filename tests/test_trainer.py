@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 from trl import ModelConfig
 
+from textgame.config import ConfigError
 from textgame.metrics import summarize
 from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
@@ -225,6 +226,15 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_path, tmp_path):
             continue  # hash order (PYTHONHASHSEED): compare as JSON, not bytes
         assert (b / "final" / name).read_bytes() == (a / "final" / name).read_bytes(), name
     assert checkpoints(b) == checkpoints(a) == ["checkpoint-3", "checkpoint-4"]
+
+
+def test_refuses_an_output_dir_holding_a_run(tiny_path, tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')  # a previous run's
+    trainer = make_trainer(run_config(tiny_path, tmp_path))
+    with pytest.raises(ConfigError, match=r"StackelbergPPOConfig\.output_dir = .* set "
+                                          r"resume_from_checkpoint .* or overwrite_output_dir"):
+        trainer.train()
+    assert trainer.epoch == 0 and not trainer.checkpoints()
 
 
 def test_last_checkpoint_ignores_half_written_checkpoints(tiny_path, tmp_path):
