@@ -129,6 +129,11 @@ def test_resume_from_a_path_must_be_complete_and_not_behind_the_run(tmp_path):
         tmp_path / "checkpoint-1"
     with pytest.raises(ConfigError, match=r"would overwrite its later checkpoint-2"):
         start_run("C", tmp_path, str(tmp_path / "checkpoint-1"), False)
+    other.mkdir()
+    (other / "metrics.jsonl").write_text("{}\n")  # another run's: its metrics would be replaced
+    with pytest.raises(ConfigError, match=r"C\.output_dir = .* allowed: a directory without a "
+                                          r"run when resuming from .*checkpoint-1 elsewhere"):
+        start_run("C", other, str(tmp_path / "checkpoint-1"), False)
     with pytest.raises(ConfigError, match=r"C\.resume_from_checkpoint = '.*checkpoint-7' is "
                                           r"invalid; allowed: .*no such directory"):
         start_run("C", other, str(tmp_path / "checkpoint-7"), False)

@@ -34,6 +34,7 @@ from trainers.marl.rollout import collect
 from trainers.ppo import cosine_lr_scheduler, explained_variance, ppo_losses
 from trainers.runs.run_dir import (
     CHECKPOINT_PREFIX,
+    TRAINER_STATE,
     begin_checkpoint,
     checkpoint_problem,
     clear_run,
@@ -50,7 +51,7 @@ from trainers.runs.run_dir import (
 )
 
 ROLES = ("leader", "follower")
-TRAINER_STATE, RNG_STATE = "trainer_state.pt", "rng_state.json"  # weights_only / JSON
+RNG_STATE = "rng_state.json"
 HEADLINE = ("leader_utility", "follower_utility", "throughput_mbps", "fairness",
             "collision_rate", "idle_rbg_rate")
 

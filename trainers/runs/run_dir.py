@@ -41,6 +41,7 @@ from textgame.config import _fail
 CHECKPOINT_PREFIX = "checkpoint-"
 TMP_PREFIX = ".tmp-"
 MANIFEST = "checkpoint.json"
+TRAINER_STATE = "trainer_state.pt"  # torch.save of tensors and plain values: see load_state
 METRICS_JSONL, METRICS_CSV, FINAL = "metrics.jsonl", "metrics.csv", "final"
 RUN_ENTRIES = (METRICS_JSONL, METRICS_CSV, FINAL)
 
@@ -111,7 +112,7 @@ def start_run(owner: str, output_dir: str | Path, resume_from_checkpoint: bool |
         if checkpoint is None:
             _fail(owner, "resume_from_checkpoint", True,
                   f"true only when output_dir = {str(output_dir)!r} holds a complete checkpoint "
-                  "(it holds none; start without resume_from_checkpoint), or a checkpoint path")
+                  "(it holds no complete one; start without resume_from_checkpoint), or a checkpoint path")
         logger.info("resuming from %s (%s)", checkpoint.name, checkpoint)
         return checkpoint
     checkpoint = Path(resume_from_checkpoint)
@@ -119,6 +120,11 @@ def start_run(owner: str, output_dir: str | Path, resume_from_checkpoint: bool |
     if problem is not None:
         _fail(owner, "resume_from_checkpoint", resume_from_checkpoint,
               f"true or a complete checkpoint directory ({problem})")
+    entries = run_entries(output_dir, extra)
+    if checkpoint.resolve().parent != Path(output_dir).resolve() and entries:
+        _fail(owner, "output_dir", str(output_dir),
+              f"a directory without a run when resuming from {checkpoint} elsewhere (it holds "
+              f"{entries[0].name}, ...), or resume_from_checkpoint inside it")
     step = checkpoint_step(checkpoint)
     later = [p.name for p in list_checkpoints(output_dir)
              if _step_of(p) > step and checkpoint_problem(p) is None]

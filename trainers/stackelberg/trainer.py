@@ -30,6 +30,7 @@ from trainers.runs.hub import write_trainer_config
 from trainers.runs.run_dir import (
     CHECKPOINT_PREFIX,
     TMP_PREFIX,
+    TRAINER_STATE,
     begin_checkpoint,
     clear_run,
     finish_checkpoint,
@@ -47,7 +48,6 @@ from trainers.stackelberg.config import OWNER, ROLES, StackelbergPPOConfig
 from trainers.stackelberg.rollout import RolloutWorker
 from trainers.stackelberg.update import ppo_update
 
-TRAINER_STATE = "trainer_state.pt"  # torch.save of tensors and plain values (weights_only)
 EXPERT_SEEDING, TRACKER_PROJECT = "expert-seeding", "agentic-mac"
 RUN_EXTRAS = (EXPERT_SEEDING, TRACKER_PROJECT)  # output_dir entries of a run besides run_dir's
 HEADLINE = ("throughput_mbps", "fairness", "collision_rate", "invalid_action_rate",
