@@ -139,7 +139,7 @@ def measure(args, precision: str, envs: int) -> dict:
         n_envs=envs, episodes_per_epoch=envs, total_epochs=1000, minibatch_size=args.minibatch,
         mixed_precision="bf16" if compute == "bfloat16" else "no",
         gradient_checkpointing=precision == "qlora-4bit", eval_every=0, save_every=0,
-        report_to=[], resume=False, output_dir=str(Path(args.cache_dir) / "bench-train-run"),
+        report_to=[], output_dir=str(Path(args.cache_dir) / "bench-train-run"),
         **({"prefix_cache": args.prefix_cache}
            if "prefix_cache" in StackelbergPPOConfig.__dataclass_fields__ else {}))
     tokenizer = AutoTokenizer.from_pretrained(path)

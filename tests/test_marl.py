@@ -169,7 +169,8 @@ def test_gmac_dcm_depends_on_ue_order_through_the_gru():
 # ------------------------------------------------------------------------------ config
 @pytest.mark.parametrize("field, value", [
     ("algo", "qmix"), ("history_len", 0), ("ue_hidden", []), ("gamma", 1.5), ("max_ues", 0),
-    ("n_envs", 2.5), ("leader_lr", -1.0), ("scenario", "{not json"), ("save_every", -1)])
+    ("n_envs", 2.5), ("leader_lr", -1.0), ("scenario", "{not json"), ("save_every", -1),
+    ("resume_from_checkpoint", 1.5), ("overwrite_output_dir", "maybe")])
 def test_invalid_config_names_the_field(field, value):
     with pytest.raises(ConfigError, match=rf"MARLConfig\.{field} = .* allowed: "):
         MARLConfig(**{field: value})
@@ -187,7 +188,8 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
     interrupted = MARLTrainer(tiny_config(tmp_path / "b", total_updates=4, save_every=2))
     interrupted.train(stop_at=2)
     assert [p.name for p in interrupted.checkpoints()] == ["checkpoint-2"]
-    resumed = MARLTrainer(tiny_config(tmp_path / "b", total_updates=4, save_every=2))
+    resumed = MARLTrainer(tiny_config(tmp_path / "b", total_updates=4, save_every=2,
+                                      resume_from_checkpoint=True))
     resumed.train()
     assert resumed.update == 4
     for (name, a), b in zip(straight.agents.state_dict().items(),

@@ -37,6 +37,9 @@ def test_temperature_decays_linearly_over_the_run():
     ({"scenario": {"cells": {}}}, "ScenarioConfig.cells"),
     ({"scenario": "{not json"}, "StackelbergPPOConfig.scenario = '{not json'"),
     ({"expert_leader": "random"}, "expert_leader = 'random'"),
+    ({"resume_from_checkpoint": 3}, "resume_from_checkpoint = 3 is invalid; allowed: true"),
+    ({"resume_from_checkpoint": True, "overwrite_output_dir": True},
+     "overwrite_output_dir = True is invalid; allowed: False when resume_from_checkpoint"),
 ])
 def test_invalid_values_name_the_field(kwargs, message):
     with pytest.raises(ConfigError) as error:
@@ -54,3 +57,16 @@ def test_trl_parser_reads_cli_and_yaml(tmp_path):
     assert (args.n_envs, args.episodes_per_epoch, args.gamma) == (4, 8, 0.9)
     assert args.scenario_config().cell.ue_counts == (2, 3)
     assert model.model_name_or_path == "some/model" and model.load_in_4bit
+
+
+@pytest.mark.parametrize("argv, yaml_line, expected", [
+    ([], "resume_from_checkpoint: true\n", True),
+    (["--resume_from_checkpoint", "true"], "", True),
+    (["--resume_from_checkpoint", "runs/a/checkpoint-10"], "", "runs/a/checkpoint-10"),
+    ([], "", None)])
+def test_trl_parser_reads_resume_from_checkpoint(tmp_path, argv, yaml_line, expected):
+    config = tmp_path / "run.yaml"
+    config.write_text("n_envs: 4\n" + yaml_line)
+    parser = TrlParser((StackelbergPPOConfig, ModelConfig))
+    args, _ = parser.parse_args_and_config(["--config", str(config), *argv])
+    assert args.resume_from_checkpoint == expected and args.overwrite_output_dir is False

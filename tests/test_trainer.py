@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 from trl import ModelConfig
 
+from textgame.config import ConfigError
 from textgame.metrics import summarize
 from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
@@ -188,8 +189,7 @@ def checkpoints(output_dir: Path) -> list[str]:
 
 def test_kill_and_resume_matches_an_uninterrupted_run(tiny_path, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    config = run_config(tiny_path, a, total_epochs=4, save_every=1, save_total_limit=2,
-                        resume=True)
+    config = run_config(tiny_path, a, total_epochs=4, save_every=1, save_total_limit=2)
     run_recipe(write_yaml(tmp_path / "a.yaml", config), tmp_path / "a.log")
     config_b = write_yaml(tmp_path / "b.yaml", {**config, "output_dir": str(b)})
 
@@ -209,9 +209,12 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_path, tmp_path):
     half.mkdir(exist_ok=True)
     (half / "trainer_state.pt").write_bytes(b"half-written")
 
-    run_recipe(config_b, tmp_path / "b-resumed.log")
+    resume_b = write_yaml(tmp_path / "b-resume.yaml", {**config, "output_dir": str(b),
+                                                       "resume_from_checkpoint": True})
+    run_recipe(resume_b, tmp_path / "b-resumed.log")
     progress = (tmp_path / "b-resumed.log").read_text()  # tqdm starts at the resumed epoch
     assert f"| {resume_at}/4 [" in progress and "| 0/4 [" not in progress
+    assert f"resuming from checkpoint-{resume_at} " in progress
     lines_a = (a / "metrics.jsonl").read_text().splitlines()
     lines_b = (b / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines_a] == [1, 2, 3, 4]
@@ -223,6 +226,15 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_path, tmp_path):
             continue  # hash order (PYTHONHASHSEED): compare as JSON, not bytes
         assert (b / "final" / name).read_bytes() == (a / "final" / name).read_bytes(), name
     assert checkpoints(b) == checkpoints(a) == ["checkpoint-3", "checkpoint-4"]
+
+
+def test_refuses_an_output_dir_holding_a_run(tiny_path, tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')  # a previous run's
+    trainer = make_trainer(run_config(tiny_path, tmp_path))
+    with pytest.raises(ConfigError, match=r"StackelbergPPOConfig\.output_dir = .* set "
+                                          r"resume_from_checkpoint .* or overwrite_output_dir"):
+        trainer.train()
+    assert trainer.epoch == 0 and not trainer.checkpoints()
 
 
 def test_last_checkpoint_ignores_half_written_checkpoints(tiny_path, tmp_path):
@@ -288,7 +300,7 @@ def test_two_process_data_parallel_keeps_adapters_identical(tiny_path, tmp_path)
     result = subprocess.run(command, cwd=ROOT, env={**ENV, "ACCELERATE_USE_CPU": "true"},
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    ranks = [torch.load(tmp_path / "dp" / f"rank{i}.pt") for i in range(2)]
+    ranks = [torch.load(tmp_path / "dp" / f"rank{i}.pt", weights_only=True) for i in range(2)]
     assert [r["num_processes"] for r in ranks] == [2, 2]
     assert ranks[0]["seeds"] != ranks[1]["seeds"]  # each process plays its own episodes
     for first, second in zip(ranks[0]["history"], ranks[1]["history"], strict=True):
@@ -333,10 +345,10 @@ def test_metrics_files_and_checkpoint_layout(tiny_path, tmp_path):
         assert all(float(row[k]) == pytest.approx(v, nan_ok=True) for k, v in record.items())
     assert checkpoints(tmp_path) == ["checkpoint-2"]  # save_total_limit = 1 pruned epoch 1
     checkpoint = tmp_path / "checkpoint-2"
-    for name in (*policy_files(), "trainer_state.pt", "rng_state_0.pt"):
+    for name in (*policy_files(), "trainer_state.pt", "rng_state_0.json", "checkpoint.json"):
         assert (checkpoint / name).is_file(), name
     assert not list(tmp_path.glob(".tmp-*"))
-    state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
     assert state["epoch"] == 2 and state["history"] == history
     assert set(state["optimizers"]) == set(state["schedulers"]) == set(ROLES)
     heads = load_file(checkpoint / "value_heads.safetensors")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import logging
 import os
 import re
 import sys
@@ -156,7 +157,10 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None,
         prog: str) -> int:
-    """``main(argv)`` with every :class:`CLIError`/``ConfigError`` as one line and exit 2."""
+    """``main(argv)`` with every :class:`CLIError`/``ConfigError`` as one line and exit 2;
+    the project's INFO logs (e.g. 'resuming from checkpoint-N') on stderr."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("trainers").setLevel(logging.INFO)
     try:
         return int(main(argv) or 0)
     except (CLIError, ConfigError) as error:
@@ -181,6 +185,21 @@ def check_output_dir_writable(name: str, value: str | os.PathLike) -> Path:
         raise CLIError(f"{name} = {str(value)!r} is not writable ({error.strerror}); allowed: "
                        "a directory this user can create and write") from None
     return path
+
+
+def check_run_dir(owner: str, config) -> None:
+    """The output_dir / resume_from_checkpoint / overwrite_output_dir policy of
+    :func:`trainers.runs.run_dir.start_run`, checked before any model loads (quietly: the
+    trainer logs the resume when it happens)."""
+    from trainers.runs.run_dir import logger, start_run
+
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        start_run(owner, config.output_dir, config.resume_from_checkpoint,
+                  config.overwrite_output_dir)
+    finally:
+        logger.setLevel(level)
 
 
 def check_trackers(report_to: Sequence[str]) -> None:

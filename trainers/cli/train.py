@@ -22,6 +22,7 @@ from trl import ModelConfig
 from trainers.cli.args import (
     CLIError,
     check_output_dir_writable,
+    check_run_dir,
     check_trackers,
     parse,
     run,
@@ -48,6 +49,7 @@ def preflight(args: StackelbergPPOConfig, model_args: ModelConfig) -> None:
                        "LoRA adapters on one shared base model; allowed: true")
     check_trackers(args.report_to)
     check_output_dir_writable("output_dir", args.output_dir)
+    check_run_dir("StackelbergPPOConfig", args)
     model_args.model_name_or_path = resolve_model(model_args.model_name_or_path or "tiny",
                                                   args)
 

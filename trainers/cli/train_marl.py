@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from textgame.config import ScenarioConfig, check_int_at_least
-from trainers.cli.args import check_output_dir_writable, parse, run, set_num_threads
+from trainers.cli.args import (
+    check_output_dir_writable,
+    check_run_dir,
+    parse,
+    run,
+    set_num_threads,
+)
 from trainers.marl.config import TRAIN_SCENARIO, MARLConfig
 
 PROG = "agentic-mac train-marl"
@@ -79,6 +85,7 @@ def train_marl(config: MARLConfig, cells: CellOverrides) -> None:
     start = time.perf_counter()
     config = cells.apply(config)
     check_output_dir_writable("output_dir", config.output_dir)
+    check_run_dir("MARLConfig", config)
     set_num_threads(config.num_threads)
     trainer = MARLTrainer(config)
     trainer.train()

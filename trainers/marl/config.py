@@ -15,6 +15,7 @@ from typing import Any
 
 from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in
 from textgame.config import _fail as _fail_field
+from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
 from trainers.stackelberg.config import _help
 
 ALGOS = ("mappo", "gmac")
@@ -108,8 +109,8 @@ class MARLConfig:
     save_every: int = _help("Checkpoint every this many updates (0 = only at the end).",
                             default=50)
     save_total_limit: int = _help("Checkpoints kept (oldest deleted first).", default=2)
-    resume: bool = _help("Resume from the last checkpoint in output_dir if there is one.",
-                         default=True)
+    resume_from_checkpoint: str | None = _help(RESUME_HELP, default=None)
+    overwrite_output_dir: bool = _help(OVERWRITE_HELP, default=False)
     log_every: int = _help("Write metrics every this many updates.", default=1)
     eval_episodes: int = _help("Episodes of the final evaluation in the recipe.", default=128)
 
@@ -148,6 +149,8 @@ class MARLConfig:
         for name in ("leader_lr", "follower_lr", "critic_lr", "clip_range", "value_clip_range",
                      "max_grad_norm"):
             _positive(OWNER, name, getattr(self, name))
+        self.resume_from_checkpoint = resume_option(OWNER, self.resume_from_checkpoint,
+                                                    self.overwrite_output_dir)
 
     # --------------------------------------------------------------------------- derived
     def scenario_config(self) -> ScenarioConfig:

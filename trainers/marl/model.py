@@ -94,6 +94,7 @@ class MARLAgents(nn.Module):
             raise FileNotFoundError(f"{directory} holds no {CONFIG_FILE}; expected a directory "
                                     "written by MARLTrainer.save_model or a checkpoint")
         meta = json.loads((directory / CONFIG_FILE).read_text())
+        meta["config"].pop("resume", None)  # renamed resume_from_checkpoint; models before it
         config = MARLConfig(**meta["config"])
         agents = cls(config)
         agents.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))

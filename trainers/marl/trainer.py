@@ -13,9 +13,7 @@ history) is all the state there is; it is written atomically (temp dir + ``os.re
 
 from __future__ import annotations
 
-import math
 import os
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,14 +27,31 @@ from tqdm.auto import tqdm
 from textgame.config import ScenarioConfig
 from textgame.metrics import summarize
 from textgame.runner import run_episodes
-from trainers.marl.config import MARLConfig
+from trainers.marl.config import OWNER, MARLConfig
 from trainers.marl.model import WEIGHTS_FILE, MARLAgents
 from trainers.marl.policies import MARLFollower, MARLLeader
 from trainers.marl.rollout import collect
 from trainers.ppo import cosine_lr_scheduler, explained_variance, ppo_losses
-from trainers.runs.run_dir import CHECKPOINT_PREFIX, list_checkpoints, write_metrics
+from trainers.runs.run_dir import (
+    CHECKPOINT_PREFIX,
+    TRAINER_STATE,
+    begin_checkpoint,
+    checkpoint_problem,
+    clear_run,
+    finish_checkpoint,
+    latest_complete_checkpoint,
+    list_checkpoints,
+    load_json,
+    load_state,
+    rng_state,
+    save_json,
+    set_rng_state,
+    start_run,
+    write_metrics,
+)
 
 ROLES = ("leader", "follower")
+RNG_STATE = "rng_state.json"
 HEADLINE = ("leader_utility", "follower_utility", "throughput_mbps", "fairness",
             "collision_rate", "idle_rbg_rate")
 
@@ -61,14 +76,21 @@ class MARLTrainer:
         self.output_dir = Path(config.output_dir)
         self.update = 0
         self.history: list[dict] = []
+        self._started = False
 
     # --------------------------------------------------------------------------- training
     def train(self, stop_at: int | None = None) -> list[dict]:
         """Run (or resume) to ``total_updates`` -- or stop after update ``stop_at`` (as if
         interrupted there; a checkpoint is written). Returns the per-update metrics."""
         c = self.config
-        if c.resume and self.last_checkpoint() is not None:
-            self.load_checkpoint(self.last_checkpoint())
+        if not self._started:  # output_dir checked, checkpoint loaded: once per trainer
+            checkpoint = start_run(OWNER, self.output_dir, c.resume_from_checkpoint,
+                                   c.overwrite_output_dir)
+            if checkpoint is None and c.overwrite_output_dir:
+                clear_run(self.output_dir)
+            if checkpoint is not None:
+                self.load_checkpoint(checkpoint)
+            self._started = True
         end = c.total_updates if stop_at is None else min(stop_at, c.total_updates)
         bar = tqdm(range(self.update, end), initial=self.update, total=c.total_updates,
                    unit="update", desc=c.algo)
@@ -80,8 +102,7 @@ class MARLTrainer:
             self.log(record)
             if c.save_every and self.update % c.save_every == 0:
                 self.save_checkpoint()
-        if self.last_checkpoint() is None or self.last_checkpoint().name != \
-                f"{CHECKPOINT_PREFIX}{self.update}":
+        if checkpoint_problem(self.output_dir / f"{CHECKPOINT_PREFIX}{self.update}"):
             self.save_checkpoint()
         return self.history
 
@@ -163,7 +184,7 @@ class MARLTrainer:
         self.history.append(record)
         if record["update"] % self.config.log_every:
             return
-        write_metrics(self.output_dir, self._logged(), "update", append=_finite(record))
+        write_metrics(self.output_dir, self._logged(), "update", append=record)
 
     def _logged(self) -> list[dict]:
         return [r for r in self.history if r["update"] % self.config.log_every == 0]
@@ -173,47 +194,34 @@ class MARLTrainer:
         return list_checkpoints(self.output_dir)
 
     def last_checkpoint(self) -> Path | None:
-        found = self.checkpoints()
-        return found[-1] if found else None
+        """The newest complete checkpoint (incomplete ones are skipped with a warning)."""
+        return latest_complete_checkpoint(self.output_dir)
 
     def save_checkpoint(self) -> Path:
         """``output_dir/checkpoint-<update>``: a loadable model plus the trainer state."""
-        final = self.output_dir / f"{CHECKPOINT_PREFIX}{self.update}"
-        tmp = self.output_dir / f".tmp-{CHECKPOINT_PREFIX}{self.update}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = begin_checkpoint(self.output_dir, self.update)
         self.agents.save(tmp)
         torch.save({"update": self.update, "history": self.history,
                     "optimizers": {r: o.state_dict() for r, o in self.optimizers.items()},
-                    "schedulers": {r: s.state_dict() for r, s in self.schedulers.items()},
-                    "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}},
-                   tmp / "trainer_state.pt")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)  # atomic: a checkpoint directory is complete or absent
-        for old in self.checkpoints()[:-self.config.save_total_limit]:
-            shutil.rmtree(old)
-        return final
+                    "schedulers": {r: s.state_dict() for r, s in self.schedulers.items()}},
+                   tmp / TRAINER_STATE)
+        save_json(tmp / RNG_STATE, rng_state({}))
+        return finish_checkpoint(tmp, self.config.save_total_limit)
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Everything :meth:`save_checkpoint` wrote, without unpickling objects."""
         path = Path(path)
         self.agents.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-        state = torch.load(path / "trainer_state.pt", weights_only=False)
+        state = load_state(path / TRAINER_STATE)
         self.update, self.history = state["update"], state["history"]
         for role in ROLES:
             self.optimizers[role].load_state_dict(state["optimizers"][role])
             self.schedulers[role].load_state_dict(state["schedulers"][role])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        # metrics after the checkpoint are replayed
-        write_metrics(self.output_dir, [_finite(r) for r in self._logged()], "update")
+        set_rng_state(load_json(path / RNG_STATE), {})
+        write_metrics(self.output_dir, self._logged(), "update")  # later ones are replayed
 
     # ---------------------------------------------------------------------- final model
     def save_model(self, directory: str | os.PathLike | None = None) -> Path:
         """The trained networks, loadable by :func:`trainers.marl.load_marl_policies`."""
         return self.agents.save(directory or self.output_dir / "final")
 
-
-def _finite(record: dict) -> dict:
-    """JSON has no NaN: undefined diagnostics (e.g. constant returns) become null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in record.items()}

@@ -1,24 +1,293 @@
-"""The files a training run writes into its output directory, shared by every trainer.
+"""The files a training run writes into its output directory, shared by every trainer (SPEC §6).
 
-``checkpoint-<step>/`` directories (written elsewhere via a ``.tmp-`` directory and
-``os.replace``), and the metrics: ``metrics.jsonl`` (one record per logged step, appended) and
-``metrics.csv`` (rewritten with the union of the records' keys, the step first).
+A run is ``checkpoint-<step>/`` directories, ``metrics.jsonl`` (one JSON record per logged step;
+undefined values such as a NaN explained variance are ``null``), ``metrics.csv`` (the records'
+union of keys, the step first), ``final/`` and the trainer's own entries (``extra``: expert
+seeding, trackers). Other files in ``output_dir`` (a recipe's cached tiny model, notes) are not
+part of the run: they never count as a previous run and are never deleted.
+
+Starting (:func:`start_run`) is explicit, as in ``transformers.Trainer``:
+``resume_from_checkpoint`` true = the latest complete checkpoint of ``output_dir`` (none is an
+error), a path = that checkpoint; otherwise ``output_dir`` must hold no previous run, unless
+``overwrite_output_dir``, after which :func:`clear_run` deletes the previous run's entries.
+
+A checkpoint is written into ``.tmp-checkpoint-<step>/``, then ``checkpoint.json`` (every
+file's size and SHA-256) is written last and the directory renamed with ``os.replace``: a
+checkpoint whose manifest is missing or disagrees with its files (truncated, deleted, garbage)
+is incomplete and skipped, with a warning, for the previous complete one. Nothing is unpickled:
+tensors are safetensors, the trainer state is read by ``torch.load(..., weights_only=True)``
+and RNG states are JSON.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import logging
+import math
+import os
+import random
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from textgame.config import _fail
 
 CHECKPOINT_PREFIX = "checkpoint-"
+TMP_PREFIX = ".tmp-"
+MANIFEST = "checkpoint.json"
+TRAINER_STATE = "trainer_state.pt"  # torch.save of tensors and plain values: see load_state
+METRICS_JSONL, METRICS_CSV, FINAL = "metrics.jsonl", "metrics.csv", "final"
+RUN_ENTRIES = (METRICS_JSONL, METRICS_CSV, FINAL)
+
+logger = logging.getLogger(__name__)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file and why."""
+
+
+# ------------------------------------------------------------------------------ starting
+RESUME_HELP = (
+    "Continue a run: true = the latest complete checkpoint in output_dir (an error when there "
+    "is none), or the path of a checkpoint directory. Unset (or false), output_dir must hold "
+    "no previous run (checkpoints, metrics, final/) unless overwrite_output_dir is set.")
+OVERWRITE_HELP = (
+    "Start over in an output_dir that holds a previous run: its checkpoints, metrics and "
+    "final/ are deleted first (other files are kept). Excludes resume_from_checkpoint.")
+_TRUE, _FALSE = ("true", "yes", "latest"), ("false", "no", "none", "")
+
+
+def resume_option(owner: str, resume_from_checkpoint: Any, overwrite_output_dir: Any
+                  ) -> bool | str | None:
+    """``resume_from_checkpoint`` as True (latest), a path or None; checks both fields
+    (``__post_init__``: a path is checked when the run starts, by :func:`start_run`)."""
+    if not isinstance(overwrite_output_dir, bool):
+        _fail(owner, "overwrite_output_dir", overwrite_output_dir, "True or False")
+    value = resume_from_checkpoint
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        value = value.strip().lower() in _TRUE  # the command line gives strings
+    if value is False:
+        value = None
+    if value is not None and value is not True and not isinstance(value, str | os.PathLike):
+        _fail(owner, "resume_from_checkpoint", resume_from_checkpoint,
+              "true (the latest checkpoint in output_dir), a checkpoint path, or unset")
+    if value is not None and overwrite_output_dir:
+        _fail(owner, "overwrite_output_dir", overwrite_output_dir,
+              f"False when resume_from_checkpoint is set (= {resume_from_checkpoint!r})")
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def run_entries(output_dir: str | Path, extra: Iterable[str] = ()) -> list[Path]:
+    """The entries of ``output_dir`` that belong to a run (checkpoints, metrics, ``final``,
+    ``extra``), sorted; [] when the directory is absent."""
+    directory = Path(output_dir)
+    if not directory.is_dir():
+        return []
+    names = {*RUN_ENTRIES, *extra}
+    prefixes = (CHECKPOINT_PREFIX, TMP_PREFIX + CHECKPOINT_PREFIX)
+    return sorted(p for p in directory.iterdir() if p.name in names or p.name.startswith(prefixes))
+
+
+def start_run(owner: str, output_dir: str | Path, resume_from_checkpoint: bool | str | None,
+              overwrite_output_dir: bool, extra: Iterable[str] = ()) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh start; raises ``ConfigError`` naming
+    ``owner``'s field when the run directory and the two options disagree. Deletes nothing."""
+    if resume_from_checkpoint is None:
+        entries = run_entries(output_dir, extra)
+        if entries and not overwrite_output_dir:
+            held = ", ".join(p.name for p in entries[:4]) + (", ..." if len(entries) > 4 else "")
+            _fail(owner, "output_dir", str(output_dir),
+                  f"a directory without a previous run (it holds {held}); set "
+                  "resume_from_checkpoint (true = its latest checkpoint, or a path) to continue "
+                  "it or overwrite_output_dir to start over")
+        return None
+    if resume_from_checkpoint is True:
+        checkpoint = latest_complete_checkpoint(output_dir)
+        if checkpoint is None:
+            _fail(owner, "resume_from_checkpoint", True,
+                  f"true only when output_dir = {str(output_dir)!r} holds a complete checkpoint "
+                  "(it holds no complete one; start without resume_from_checkpoint), or a checkpoint path")
+        logger.info("resuming from %s (%s)", checkpoint.name, checkpoint)
+        return checkpoint
+    checkpoint = Path(resume_from_checkpoint)
+    problem = checkpoint_problem(checkpoint)
+    if problem is not None:
+        _fail(owner, "resume_from_checkpoint", resume_from_checkpoint,
+              f"true or a complete checkpoint directory ({problem})")
+    entries = run_entries(output_dir, extra)
+    if checkpoint.resolve().parent != Path(output_dir).resolve() and entries:
+        _fail(owner, "output_dir", str(output_dir),
+              f"a directory without a run when resuming from {checkpoint} elsewhere (it holds "
+              f"{entries[0].name}, ...), or resume_from_checkpoint inside it")
+    step = checkpoint_step(checkpoint)
+    later = [p.name for p in list_checkpoints(output_dir)
+             if _step_of(p) > step and checkpoint_problem(p) is None]
+    if later:
+        _fail(owner, "resume_from_checkpoint", resume_from_checkpoint,
+              f"a checkpoint no older than those of output_dir = {str(output_dir)!r}: resuming "
+              f"would overwrite its later {', '.join(later)}; move them or use another "
+              "output_dir")
+    logger.info("resuming from %s (%s)", checkpoint.name, checkpoint)
+    return checkpoint
+
+
+def clear_run(output_dir: str | Path, extra: Iterable[str] = ()) -> None:
+    """Delete the previous run's entries (``overwrite_output_dir``); other files stay."""
+    for path in run_entries(output_dir, extra):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        logger.info("overwrite_output_dir: deleted %s", path)
+
+
+# --------------------------------------------------------------------------- checkpoints
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints, oldest first (``.tmp-`` directories are never listed)."""
-    return sorted(Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*"),
-                  key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+    """``checkpoint-<step>`` directories, oldest first, complete or not (``.tmp-`` never)."""
+    found = [p for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*")
+             if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+    return sorted(found, key=_step_of)
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[1])
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step a complete checkpoint was written at (its manifest's)."""
+    return json.loads((path / MANIFEST).read_text())["step"]
+
+
+def begin_checkpoint(output_dir: str | Path, step: int) -> Path:
+    """An empty ``.tmp-checkpoint-<step>`` directory to write a checkpoint's files into."""
+    tmp = Path(output_dir) / f"{TMP_PREFIX}{CHECKPOINT_PREFIX}{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def finish_checkpoint(tmp: Path, save_total_limit: int) -> Path:
+    """Seal ``tmp`` (manifest last), rename it to ``checkpoint-<step>`` and keep the newest
+    ``save_total_limit`` checkpoints up to this step (later ones are a skipped past's)."""
+    step = _step_of(tmp)
+    write_manifest(tmp, step)
+    final = tmp.with_name(f"{CHECKPOINT_PREFIX}{step}")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)  # atomic: a checkpoint directory is complete or absent
+    kept = [p for p in list_checkpoints(final.parent) if _step_of(p) <= step]
+    for old in kept[:-save_total_limit]:
+        shutil.rmtree(old)
+    return final
+
+
+def write_manifest(directory: Path, step: int) -> None:
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {"step": step, "files": {
+        p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in files}}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a complete checkpoint, or None when its files match its manifest."""
+    path = Path(path)
+    if not path.is_dir():
+        return "no such directory"
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        files, step = manifest["files"], manifest["step"]
+    except FileNotFoundError:
+        return f"no {MANIFEST}: never completed"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"unreadable {MANIFEST} ({error!r})"
+    if not isinstance(step, int) or not isinstance(files, dict) or not files:
+        return f"{MANIFEST} lists no step or no files"
+    for name, meta in files.items():
+        if not isinstance(meta, dict):
+            return f"{MANIFEST} has no size and hash for {name!r}"
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            return f"{MANIFEST} names {name!r} outside the checkpoint"
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != meta.get("bytes"):
+            return f"{name} has {file.stat().st_size} bytes, not {meta.get('bytes')} (truncated?)"
+        if _sha256(file) != meta.get("sha256"):
+            return f"{name} does not match its SHA-256 (corrupt)"
+    return None
+
+
+def latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint; each newer incomplete one is skipped with a warning."""
+    for path in reversed(list_checkpoints(output_dir)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logger.warning("skipping %s: %s; trying the previous checkpoint", path, problem)
+    return None
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+# ----------------------------------------------------------------------------- state
+def load_state(path: Path) -> Any:
+    """A ``torch.save``d state of tensors and plain Python values, unpickled with
+    ``weights_only=True``: any other object is refused rather than constructed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError of a damaged zip, ...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise CheckpointError(f"{path} cannot be loaded as tensors and plain Python values "
+                              f"(torch.load weights_only=True): {first}") from error
+
+
+def rng_state(generators: dict[str, np.random.Generator]) -> dict:
+    """torch's, numpy's and Python's global RNG states and ``generators``' as JSON values."""
+    numpy = np.random.get_state(legacy=False)
+    numpy["state"] = {"key": numpy["state"]["key"].tolist(), "pos": numpy["state"]["pos"]}
+    version, internal, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state().tolist(), "numpy": numpy,
+             "python": [version, list(internal), gauss],
+             "generators": {k: g.bit_generator.state for k, g in generators.items()}}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict, generators: dict[str, np.random.Generator]) -> None:
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    for name, generator in generators.items():
+        generator.bit_generator.state = state["generators"][name]
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def save_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, allow_nan=False) + "\n")
+
+
+def load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not readable JSON: {error}") from error
+
+
+# ------------------------------------------------------------------------------ metrics
+def finite(record: dict) -> dict:
+    """JSON has no NaN or infinity: undefined values (e.g. constant returns) become None."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in record.items()}
 
 
 def write_metrics(output_dir: str | Path, records: Iterable[dict], step: str,
@@ -27,15 +296,15 @@ def write_metrics(output_dir: str | Path, records: Iterable[dict], step: str,
     is rewritten from ``records`` when ``append`` is None (after a resume)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    records = list(records)
+    records = [finite(r) for r in records]
     if append is None:
-        with open(output_dir / "metrics.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
+        with open(output_dir / METRICS_JSONL, "w") as f:
+            f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in records)
     else:
-        with open(output_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(append) + "\n")
+        with open(output_dir / METRICS_JSONL, "a") as f:
+            f.write(json.dumps(finite(append), allow_nan=False) + "\n")
     keys = sorted({k for r in records for k in r}, key=lambda k: (k != step, k))
-    with open(output_dir / "metrics.csv", "w", newline="") as f:
+    with open(output_dir / METRICS_CSV, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(records)

@@ -17,6 +17,7 @@ from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in
 from textgame.config import _fail as _fail_field
 from textgame.policies import FOLLOWERS
 from textgame.prompts import TextConfig
+from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
 
 ROLES = ("leader", "follower")
 PAG_BACKENDS = ("llguidance", "regex", "none")
@@ -120,8 +121,8 @@ class StackelbergPPOConfig:
     save_every: int = _help("Checkpoint every this many epochs (0 = only at the end).",
                             default=10)
     save_total_limit: int = _help("Checkpoints kept (oldest deleted first).", default=2)
-    resume: bool = _help("Resume from the last checkpoint in output_dir if there is one.",
-                         default=True)
+    resume_from_checkpoint: str | None = _help(RESUME_HELP, default=None)
+    overwrite_output_dir: bool = _help(OVERWRITE_HELP, default=False)
     seed: int = _help("Seed of environments, sampling and initialisation.", default=0)
     num_threads: int | None = _help(
         "Torch CPU threads per process; None = the cores this process may use divided among "
@@ -181,6 +182,8 @@ class StackelbergPPOConfig:
                      "max_grad_norm", "leader_learning_rate", "follower_learning_rate",
                      "expert_learning_rate", "expert_sft_epochs"):
             _positive(OWNER, name, getattr(self, name))
+        self.resume_from_checkpoint = resume_option(OWNER, self.resume_from_checkpoint,
+                                                    self.overwrite_output_dir)
         if self.push_to_hub and not self.hub_model_id:
             _fail("hub_model_id", self.hub_model_id, "a repository id when push_to_hub is set")
 

@@ -15,8 +15,6 @@ RNG states per process, the epoch, and the metrics written so far.
 from __future__ import annotations
 
 import os
-import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +27,29 @@ from trainers.policy.chat import chat_render
 from trainers.policy.encoding import PromptEncoder
 from trainers.ppo import cosine_lr_scheduler
 from trainers.runs.hub import write_trainer_config
-from trainers.runs.run_dir import CHECKPOINT_PREFIX, list_checkpoints, write_metrics
-from trainers.stackelberg.config import ROLES, StackelbergPPOConfig
+from trainers.runs.run_dir import (
+    CHECKPOINT_PREFIX,
+    TMP_PREFIX,
+    TRAINER_STATE,
+    begin_checkpoint,
+    clear_run,
+    finish_checkpoint,
+    latest_complete_checkpoint,
+    list_checkpoints,
+    load_json,
+    load_state,
+    rng_state,
+    save_json,
+    set_rng_state,
+    start_run,
+    write_metrics,
+)
+from trainers.stackelberg.config import OWNER, ROLES, StackelbergPPOConfig
 from trainers.stackelberg.rollout import RolloutWorker
 from trainers.stackelberg.update import ppo_update
 
+EXPERT_SEEDING, TRACKER_PROJECT = "expert-seeding", "agentic-mac"
+RUN_EXTRAS = (EXPERT_SEEDING, TRACKER_PROJECT)  # output_dir entries of a run besides run_dir's
 HEADLINE = ("throughput_mbps", "fairness", "collision_rate", "invalid_action_rate",
             "leader_utility", "follower_utility")
 
@@ -63,6 +79,7 @@ class StackelbergPPOTrainer:
         self.rng = np.random.default_rng([args.seed, self.accelerator.process_index])
         self.epoch = 0
         self.history: list[dict] = []
+        self._started = False  # output_dir checked, checkpoint loaded: once per trainer
         self.eos = processing_class.eos_token_id
         self.pad = processing_class.pad_token_id if processing_class.pad_token_id is not None \
             else self.eos
@@ -71,12 +88,11 @@ class StackelbergPPOTrainer:
     def train(self) -> list[dict]:
         """Run (or resume) the configured epochs; returns the per-epoch metrics."""
         args, acc = self.args, self.accelerator
-        if args.resume and self.last_checkpoint() is not None:
-            self.load_checkpoint(self.last_checkpoint())
-        elif args.expert_seeding and self.epoch == 0:
-            self.seed_with_experts()
+        if not self._started:
+            self._start()
         if args.report_to and not getattr(self, "_trackers", False):
-            acc.init_trackers("agentic-mac", config={k: str(v) for k, v in vars(args).items()})
+            acc.init_trackers(TRACKER_PROJECT,
+                              config={k: str(v) for k, v in vars(args).items()})
             self._trackers = True
         bar = tqdm(range(self.epoch, args.total_epochs), initial=self.epoch,
                    total=args.total_epochs, unit="epoch", disable=not acc.is_main_process)
@@ -95,6 +111,22 @@ class StackelbergPPOTrainer:
         if args.report_to:
             acc.end_training()
         return self.history
+
+    def _start(self) -> None:
+        """Resume, or start fresh in an output_dir without a previous run (the policy of
+        :func:`trainers.runs.run_dir.start_run`; every process decides, the main one deletes)."""
+        args, acc = self.args, self.accelerator
+        checkpoint = start_run(OWNER, self.output_dir, args.resume_from_checkpoint,
+                               args.overwrite_output_dir, RUN_EXTRAS)
+        acc.wait_for_everyone()
+        if checkpoint is None and args.overwrite_output_dir and acc.is_main_process:
+            clear_run(self.output_dir, RUN_EXTRAS)
+        acc.wait_for_everyone()
+        self._started = True
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+        elif args.expert_seeding:
+            self.seed_with_experts()
 
     def train_epoch(self, epoch: int) -> dict:
         """Algorithm 1 lines 5-21 for one epoch."""
@@ -152,7 +184,7 @@ class StackelbergPPOTrainer:
         from trainers.stackelberg.seeding import seed_policy
 
         metrics = seed_policy(self.policy.peft_model, self.tokenizer, self.args,
-                              self.output_dir / "expert-seeding")
+                              self.output_dir / EXPERT_SEEDING)
         self.policy.set_role("leader")
         return metrics
 
@@ -174,58 +206,41 @@ class StackelbergPPOTrainer:
         return list_checkpoints(self.output_dir)
 
     def last_checkpoint(self) -> Path | None:
-        found = self.checkpoints()
-        return found[-1] if found else None
+        """The newest complete checkpoint (incomplete ones are skipped with a warning)."""
+        return latest_complete_checkpoint(self.output_dir)
 
     def save_checkpoint(self) -> Path:
         """``output_dir/checkpoint-<epoch>``, written to a temporary directory then renamed."""
         acc = self.accelerator
-        final = self.output_dir / f"{CHECKPOINT_PREFIX}{self.epoch}"
-        tmp = self.output_dir / f".tmp-{CHECKPOINT_PREFIX}{self.epoch}"
         acc.wait_for_everyone()
         if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            tmp = begin_checkpoint(self.output_dir, self.epoch)
             self.policy.save_adapters(tmp)
             state = {"epoch": self.epoch, "history": self.history,
                      "optimizers": {r: o.state_dict() for r, o in self.optimizers.items()},
                      "schedulers": {r: s.state_dict() for r, s in self.schedulers.items()}}
-            torch.save(state, tmp / "trainer_state.pt")
+            torch.save(state, tmp / TRAINER_STATE)
         acc.wait_for_everyone()
-        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-               "python": random.getstate(), "shuffle": self.rng.bit_generator.state}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, tmp / f"rng_state_{acc.process_index}.pt")
+        tmp = self.output_dir / f"{TMP_PREFIX}{CHECKPOINT_PREFIX}{self.epoch}"
+        save_json(tmp / f"rng_state_{acc.process_index}.json",
+                  rng_state({"shuffle": self.rng}))
         acc.wait_for_everyone()
         if acc.is_main_process:
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)  # atomic: a checkpoint directory is complete or absent
-            self._prune_checkpoints()
+            finish_checkpoint(tmp, self.args.save_total_limit)
         acc.wait_for_everyone()
-        return final
-
-    def _prune_checkpoints(self) -> None:
-        for old in self.checkpoints()[:-self.args.save_total_limit]:
-            shutil.rmtree(old)
+        return self.output_dir / f"{CHECKPOINT_PREFIX}{self.epoch}"
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Everything :meth:`save_checkpoint` wrote, without unpickling objects."""
         path = Path(path)
         self.policy.load_adapter_weights(path)
-        state = torch.load(path / "trainer_state.pt", weights_only=False)
+        state = load_state(path / TRAINER_STATE)
         self.epoch, self.history = state["epoch"], state["history"]
         for role in ROLES:
             self.optimizers[role].load_state_dict(state["optimizers"][role])
             self.schedulers[role].load_state_dict(state["schedulers"][role])
-        rng = torch.load(path / f"rng_state_{self.accelerator.process_index}.pt",
-                         weights_only=False)
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        self.rng.bit_generator.state = rng["shuffle"]
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        set_rng_state(load_json(path / f"rng_state_{self.accelerator.process_index}.json"),
+                      {"shuffle": self.rng})
         if self.accelerator.is_main_process:  # metrics after the checkpoint are replayed
             write_metrics(self.output_dir, self._logged(), "epoch")
 
