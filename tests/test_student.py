@@ -227,7 +227,7 @@ def test_resume_continues_exactly(tmp_path):
     whole = Distiller(tiny_config(tmp_path / "whole", **changes))
     whole.train()
     Distiller(tiny_config(tmp_path / "cut", **changes)).train(stop_at=1)
-    resumed = Distiller(tiny_config(tmp_path / "cut", **changes))
+    resumed = Distiller(tiny_config(tmp_path / "cut", resume_from_checkpoint=True, **changes))
     resumed.train()
     for a, b in zip(whole.student.state_dict().values(), resumed.student.state_dict().values(),
                     strict=True):

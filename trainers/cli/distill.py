@@ -14,7 +14,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from trainers.cli.args import check_output_dir_writable, parse, run, set_num_threads
+from trainers.cli.args import (
+    check_output_dir_writable,
+    check_run_dir,
+    parse,
+    run,
+    set_num_threads,
+)
 from trainers.student.config import DistillConfig
 
 PROG = "agentic-mac distill"
@@ -25,6 +31,7 @@ def distill(config: DistillConfig) -> dict:
     from trainers.student.retention import markdown
 
     check_output_dir_writable("output_dir", config.output_dir)
+    check_run_dir("DistillConfig", config)
     set_num_threads(config.num_threads)
     result = run_distillation(config)
     last = result["history"][-1]

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in
 from textgame.config import _fail as _fail_field
+from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
 
 OWNER = "DistillConfig"
 RUNTIMES = ("torch", "onnx")
@@ -46,7 +47,8 @@ class DistillConfig:
     Parameters that control the optimisation:
         epochs_per_round, minibatch_size, learning_rate, weight_decay, max_grad_norm
     Parameters that control the run:
-        seed, output_dir, resume, save_total_limit, eval_episodes, export_onnx, num_threads
+        seed, output_dir, resume_from_checkpoint, overwrite_output_dir, save_total_limit,
+        eval_episodes, export_onnx, num_threads
     """
 
     # ------------------------------------------------------------------- teacher and cells
@@ -100,8 +102,8 @@ class DistillConfig:
     seed: int = _help("Seed of initialisation, rollouts and minibatch order.", default=0)
     output_dir: str = _help("Run directory: checkpoints, metrics, final student.",
                             default="runs/student")
-    resume: bool = _help("Resume from the last checkpoint in output_dir if there is one.",
-                         default=True)
+    resume_from_checkpoint: str | None = _help(RESUME_HELP, default=None)
+    overwrite_output_dir: bool = _help(OVERWRITE_HELP, default=False)
     save_total_limit: int = _help("Checkpoints kept (oldest deleted first).", default=2)
     eval_episodes: int = _help("Episodes of the final student-vs-teacher evaluation per I.",
                                default=64)
@@ -147,6 +149,10 @@ class DistillConfig:
             _fail("eval_runtime", self.eval_runtime, f"one of {list(RUNTIMES)}")
         if self.eval_runtime == "onnx" and not self.export_onnx:
             _fail("eval_runtime", self.eval_runtime, "'torch' when export_onnx is false")
+        if not self.output_dir:
+            _fail("output_dir", self.output_dir, "a directory path")
+        self.resume_from_checkpoint = resume_option(OWNER, self.resume_from_checkpoint,
+                                                    self.overwrite_output_dir)
 
     @property
     def total_rounds(self) -> int:

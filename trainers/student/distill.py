@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -31,8 +30,18 @@ from tqdm.auto import tqdm
 
 from textgame.config import ScenarioConfig
 from trainers.ppo import cosine_with_warmup
-from trainers.runs.run_dir import CHECKPOINT_PREFIX, list_checkpoints, write_metrics
-from trainers.student.config import DistillConfig
+from trainers.runs.run_dir import (
+    begin_checkpoint,
+    clear_run,
+    finish_checkpoint,
+    finite,
+    load_json,
+    load_state,
+    save_json,
+    start_run,
+    write_metrics,
+)
+from trainers.student.config import OWNER, DistillConfig
 from trainers.student.features import CellShape
 from trainers.student.model import WEIGHTS_FILE, StudentModel
 from trainers.student.rollout import collect, pad_ues
@@ -69,13 +78,20 @@ class Distiller:
         self.output_dir = Path(c.output_dir)
         self.round, self.history = 0, []
         self.data: dict[str, torch.Tensor] = {}
+        self._started = False
 
     # --------------------------------------------------------------------------- training
     def train(self, stop_at: int | None = None) -> list[dict]:
         """Run (or resume) every round, or stop after round ``stop_at`` (as if interrupted)."""
         c = self.config
-        if c.resume and self.last_checkpoint() is not None:
-            self.load_checkpoint(self.last_checkpoint())
+        if not self._started:  # output_dir checked, checkpoint loaded: once per distiller
+            checkpoint = start_run(OWNER, self.output_dir, c.resume_from_checkpoint,
+                                   c.overwrite_output_dir)
+            if checkpoint is None and c.overwrite_output_dir:
+                clear_run(self.output_dir)
+            if checkpoint is not None:
+                self.load_checkpoint(checkpoint)
+            self._started = True
         end = c.total_rounds if stop_at is None else min(stop_at, c.total_rounds)
         bar = tqdm(range(self.round, end), initial=self.round, total=c.total_rounds,
                    unit="round", desc="distill")
@@ -85,7 +101,7 @@ class Distiller:
                             loss=f"{record['leader_loss']:.3f}")
             self.round = round_ + 1
             self.history.append(record)
-            write_metrics(self.output_dir, self.history, "round", append=_finite(record))
+            write_metrics(self.output_dir, self.history, "round", append=record)
             self.save_checkpoint()
         return self.history
 
@@ -161,33 +177,23 @@ class Distiller:
                 * self.student.shape.n_rbgs + F.cross_entropy(ucm_logits, d["ucm"][idx]))
 
     # ------------------------------------------------------------------------- checkpoints
-    def last_checkpoint(self) -> Path | None:
-        found = list_checkpoints(self.output_dir)
-        return found[-1] if found else None
-
     def save_checkpoint(self) -> Path:
-        """``output_dir/checkpoint-<round>``: a loadable student plus the distiller's state."""
-        final = self.output_dir / f"{CHECKPOINT_PREFIX}{self.round}"
-        tmp = self.output_dir / f".tmp-{CHECKPOINT_PREFIX}{self.round}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        """``output_dir/checkpoint-<round>``: a loadable student plus the distiller's state,
+        written atomically with a manifest (:mod:`trainers.runs.run_dir`)."""
+        tmp = begin_checkpoint(self.output_dir, self.round)
         self.student.save(tmp)
         save_file({k: v.contiguous() for k, v in self.data.items()}, str(tmp / DATA_FILE))
         torch.save(self.optimizer.state_dict(), tmp / STATE_FILE)
-        (tmp / HISTORY_FILE).write_text(json.dumps(
-            {"round": self.round, "history": [_finite(r) for r in self.history]}))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)  # atomic: a checkpoint directory is complete or absent
-        for old in list_checkpoints(self.output_dir)[:-self.config.save_total_limit]:
-            shutil.rmtree(old)
-        return final
+        save_json(tmp / HISTORY_FILE, {"round": self.round,
+                                       "history": [finite(r) for r in self.history]})
+        return finish_checkpoint(tmp, self.config.save_total_limit)
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         path = Path(path)
         self.student.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
         self.data = load_file(str(path / DATA_FILE))
-        self.optimizer.load_state_dict(torch.load(path / STATE_FILE, weights_only=True))
-        state = json.loads((path / HISTORY_FILE).read_text())
+        self.optimizer.load_state_dict(load_state(path / STATE_FILE))
+        state = load_json(path / HISTORY_FILE)
         self.round, self.history = state["round"], state["history"]
         write_metrics(self.output_dir, self.history, "round")  # rounds after it are replayed
 
@@ -220,12 +226,6 @@ def distill(config: DistillConfig, teacher: Teacher | None = None) -> dict:
     rows = retention_table(distiller.scenario, student, (teacher.leader, teacher.follower),
                            config.eval_ues, config.eval_episodes, config.seed + 1)
     out = distiller.output_dir
-    (out / "retention.json").write_text(json.dumps([_finite(r) for r in rows], indent=2))
+    (out / "retention.json").write_text(json.dumps([finite(r) for r in rows], indent=2))
     (out / "retention.md").write_text(markdown(rows))
     return {"final": final, "history": history, "retention": rows, "seconds": seconds}
-
-
-def _finite(record: dict) -> dict:
-    """JSON has no NaN: undefined values become null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in record.items()}
