@@ -169,7 +169,7 @@ def test_gmac_dcm_depends_on_ue_order_through_the_gru():
 # ------------------------------------------------------------------------------ config
 @pytest.mark.parametrize("field, value", [
     ("algo", "qmix"), ("history_len", 0), ("ue_hidden", []), ("gamma", 1.5), ("max_ues", 0),
-    ("n_envs", 2.5), ("leader_lr", -1.0), ("scenario", "{not json"), ("save_every", -1),
+    ("n_envs", 2.5), ("leader_learning_rate", -1.0), ("scenario", "{not json"), ("save_every", -1),
     ("resume_from_checkpoint", 1.5), ("overwrite_output_dir", "maybe")])
 def test_invalid_config_names_the_field(field, value):
     with pytest.raises(ConfigError, match=rf"MARLConfig\.{field} = .* allowed: "):
@@ -232,8 +232,8 @@ def test_learns_clearly_above_random(tmp_path, algo):
     # leader utility on three evaluation seeds (30 updates left G-MAC only ~0.025 above).
     updates = {"mappo": 30, "gmac": 50}[algo]
     trainer = MARLTrainer(tiny_config(tmp_path, algo=algo, total_updates=updates, n_envs=32,
-                                      minibatch_size=160, ppo_epochs=4, leader_lr=5e-3,
-                                      follower_lr=5e-3, critic_lr=5e-3))
+                                      minibatch_size=160, ppo_epochs=4, leader_learning_rate=5e-3,
+                                      follower_learning_rate=5e-3, critic_learning_rate=5e-3))
     trainer.train()
     learned = run_episodes(TINY_CELL_SCENARIO, MARLLeader(trainer.agents),
                            MARLFollower(trainer.agents), 64, n_envs=64, seed=11)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in
 from textgame.config import _fail as _fail_field
@@ -37,8 +37,28 @@ def _sizes(name: str, value: Any) -> tuple[int, ...]:
 
 @dataclass
 class MARLConfig:
+    r"""Configuration of :class:`~trainers.marl.trainer.MARLTrainer` (MAPPO-S/-G and G-MAC).
+
+    Every field is a ``--flag`` of ``agentic-mac train-marl`` and a key of its YAML ``--config``.
+
+    Parameters that choose the algorithm and the game:
+        algo, scenario, history_len, max_ues
+    Parameters of the networks (paper App. B-E; widths assumed):
+        ue_hidden, ue_latent, bs_hidden, bs_latent, encoder_hidden, embedding_dim,
+        dcm_embedding_dim, gru_hidden, critic_hidden
+    Parameters that control the rollout:
+        n_envs, total_updates
+    Parameters of PPO:
+        leader_learning_rate, follower_learning_rate, critic_learning_rate, gamma, gae_lambda,
+        clip_range, value_clip_range, vf_coef, ent_coef, max_grad_norm, minibatch_size,
+        ppo_epochs, normalize_advantages
+    Parameters of the run and its checkpoints:
+        seed, num_threads, output_dir, save_every, save_total_limit, resume_from_checkpoint,
+        overwrite_output_dir, log_every, eval_episodes
+    """
+
     # ---------------------------------------------------------------- algorithm and game
-    algo: str = _help(
+    algo: Literal["mappo", "gmac"] = _help(
         "BS actor: 'mappo' (monolithic MLP for a fixed UE capacity; MAPPO-S/-G) or 'gmac' "
         "(GRU unrolled over the active UEs; any I without architecture change).",
         default="mappo")
@@ -82,10 +102,11 @@ class MARLConfig:
                                default=150)
 
     # ------------------------------------------------------------------------------ PPO
-    leader_lr: float = _help("Adam LR of the BS actor (slower than the UEs': two-timescale "
-                             "Stackelberg learning; assumed).", default=3e-4)
-    follower_lr: float = _help("Adam LR of the UE actor (assumed).", default=5e-4)
-    critic_lr: float = _help("Adam LR of both critics (assumed).", default=1e-3)
+    leader_learning_rate: float = _help(
+        "Adam LR of the BS actor (slower than the UEs': two-timescale Stackelberg learning; "
+        "assumed).", default=3e-4)
+    follower_learning_rate: float = _help("Adam LR of the UE actor (assumed).", default=5e-4)
+    critic_learning_rate: float = _help("Adam LR of both critics (assumed).", default=1e-3)
     gamma: float = _help("Discount factor (paper).", default=0.99)
     gae_lambda: float = _help("GAE lambda (paper).", default=0.95)
     clip_range: float = _help("PPO clipping ratio epsilon (paper).", default=0.2)
@@ -146,8 +167,8 @@ class MARLConfig:
             _real_in(OWNER, name, getattr(self, name), 0.0, 1.0)
         for name in ("vf_coef", "ent_coef"):
             _real_in(OWNER, name, getattr(self, name), 0.0, math.inf)
-        for name in ("leader_lr", "follower_lr", "critic_lr", "clip_range", "value_clip_range",
-                     "max_grad_norm"):
+        for name in ("leader_learning_rate", "follower_learning_rate", "critic_learning_rate",
+                     "clip_range", "value_clip_range", "max_grad_norm"):
             _positive(OWNER, name, getattr(self, name))
         self.resume_from_checkpoint = resume_option(OWNER, self.resume_from_checkpoint,
                                                     self.overwrite_output_dir)

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from grammars import ROLES
 from textgame.config import ScenarioConfig
 from textgame.metrics import summarize
 from textgame.runner import run_episodes
@@ -50,7 +51,6 @@ from trainers.runs.run_dir import (
     write_metrics,
 )
 
-ROLES = ("leader", "follower")
 RNG_STATE = "rng_state.json"
 HEADLINE = ("leader_utility", "follower_utility", "throughput_mbps", "fairness",
             "collision_rate", "idle_rbg_rate")
@@ -68,9 +68,10 @@ class MARLTrainer:
         self.optimizers, self.schedulers = {}, {}
         for role in ROLES:
             actor, critic = self.agents.role_parameters(role)
-            lr = config.leader_lr if role == "leader" else config.follower_lr
+            lr = config.leader_learning_rate if role == "leader" else config.follower_learning_rate
             self.optimizers[role] = torch.optim.Adam(
-                [{"params": actor, "lr": lr}, {"params": critic, "lr": config.critic_lr}])
+                [{"params": actor, "lr": lr},
+                 {"params": critic, "lr": config.critic_learning_rate}])
             self.schedulers[role] = cosine_lr_scheduler(self.optimizers[role],
                                                         config.total_updates)
         self.output_dir = Path(config.output_dir)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in
 from textgame.config import _fail as _fail_field
@@ -19,7 +19,6 @@ from textgame.policies import FOLLOWERS
 from textgame.prompts import TextConfig
 from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
 
-ROLES = ("leader", "follower")
 PAG_BACKENDS = ("llguidance", "regex", "none")
 
 
@@ -36,6 +35,33 @@ def _fail(name: str, value: Any, allowed: str) -> None:
 
 @dataclass
 class StackelbergPPOConfig:
+    r"""Configuration of :class:`~trainers.stackelberg.trainer.StackelbergPPOTrainer`.
+
+    Every field is a ``--flag`` of ``agentic-mac train`` and a key of its YAML ``--config``;
+    the model itself (checkpoint, dtype, LoRA, 4-bit) is TRL's ``ModelConfig``.
+
+    Parameters that control the game and the text layer:
+        scenario, history_ttis, use_chat_template, pag_backend, follower_policy, legacy_ues,
+        legacy_policy
+    Parameters that control the rollout:
+        n_envs, prefix_cache, episodes_per_epoch, total_epochs, temperature_start,
+        temperature_end
+    Parameters of PPO, shared by both roles (design §6, eqs. 8-10):
+        gamma, gae_lambda, clip_range, value_clip_range, vf_coef, ent_coef, kl_coef,
+        max_grad_norm, minibatch_size, normalize_advantages, weight_decay, warmup_epochs
+    Parameters per role (two-timescale Stackelberg learning):
+        leader_learning_rate, follower_learning_rate, leader_ppo_epochs, follower_ppo_epochs,
+        value_head_hidden
+    Parameters of the expert warm start (TRL ``SFTTrainer``):
+        expert_seeding, expert_leader, expert_episodes, expert_sft_epochs, expert_learning_rate
+    Parameters of evaluation and logging:
+        eval_every, eval_episodes, log_every, report_to
+    Parameters of the run, its checkpoints and the Hub:
+        output_dir, save_every, save_total_limit, resume_from_checkpoint, overwrite_output_dir,
+        seed, num_threads, mixed_precision, gradient_accumulation_steps,
+        gradient_checkpointing, push_to_hub, hub_model_id, hub_private
+    """
+
     # ------------------------------------------------------------------ game and text layer
     scenario: dict | str | None = _help(
         "The cell (SPEC §2) as a mapping (YAML) or a JSON string with sections cell, traffic, "
@@ -44,18 +70,18 @@ class StackelbergPPOConfig:
     history_ttis: int = _help("k: TTIs of history in every prompt (SPEC §4).", default=0)
     use_chat_template: bool = _help(
         "Render prompts with the tokenizer's chat template when it has one.", default=True)
-    pag_backend: str = _help(
+    pag_backend: Literal["llguidance", "regex", "none"] = _help(
         "PAG masking (SPEC §5): 'llguidance' (CFG, default), 'regex' (outlines_core DFA) or "
         "'none' (free generation, lenient parsing: the ablation).", default="llguidance")
-    follower_policy: str = _help(
+    follower_policy: Literal["llm", "dictator", "s_aloha", "random"] = _help(
         "Who plays the UEs: 'llm' (the follower adapter, trained) or a textgame heuristic "
         "follower ('dictator' = obedient UEs: the paper's Dictator ablation, leader trained "
         "alone; 's_aloha'; 'random').", default="llm")
     legacy_ues: int = _help(
         "Legacy UEs per env beside the agentic ones (paper Table VII): the last this many "
         "active UEs by rank play legacy_policy and are not trained.", default=0)
-    legacy_policy: str = _help("The legacy UEs' heuristic (paper App. B-C: S-ALOHA).",
-                               default="s_aloha")
+    legacy_policy: Literal["s_aloha", "dictator", "random"] = _help(
+        "The legacy UEs' heuristic (paper App. B-C: S-ALOHA).", default="s_aloha")
 
     # ---------------------------------------------------------------------------- rollout
     n_envs: int = _help("B: environments simulated in lock step per process.", default=8)
@@ -100,8 +126,8 @@ class StackelbergPPOConfig:
     expert_seeding: bool = _help(
         "Warm-start each adapter with TRL's SFTTrainer on expert prompt/completion pairs "
         "(paper §IV) before PPO.", default=False)
-    expert_leader: str = _help("Expert leader: 'max_weight' or 'round_robin'.",
-                               default="max_weight")
+    expert_leader: Literal["max_weight", "round_robin"] = _help(
+        "Expert leader: 'max_weight' or 'round_robin'.", default="max_weight")
     expert_episodes: int = _help("Episodes of expert play in the seeding dataset.", default=64)
     expert_sft_epochs: float = _help("SFT epochs over the expert dataset.", default=1.0)
     expert_learning_rate: float = _help("SFT learning rate.", default=1e-4)
@@ -127,8 +153,8 @@ class StackelbergPPOConfig:
     num_threads: int | None = _help(
         "Torch CPU threads per process; None = the cores this process may use divided among "
         "the processes of the machine (accelerate launch's LOCAL_WORLD_SIZE).", default=None)
-    mixed_precision: str = _help("accelerate mixed precision: 'no', 'fp16' or 'bf16'.",
-                                 default="no")
+    mixed_precision: Literal["no", "fp16", "bf16"] = _help(
+        "accelerate mixed precision: 'no', 'fp16' or 'bf16'.", default="no")
     gradient_accumulation_steps: int = _help("Minibatches per optimizer step.", default=1)
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass.",
                                          default=False)
