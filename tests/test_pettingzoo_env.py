@@ -231,3 +231,34 @@ def test_render_ansi_shows_t_dcm_and_bitmaps():
 def test_unknown_render_mode_is_rejected():
     with pytest.raises(ValueError, match="render_mode"):
         UplinkAECEnv(render_mode="human")
+
+
+def test_policy_agents_play_the_env_as_the_game_does():
+    """Max-Weight + Dictator through PolicyAgents earn, TTI by TTI, the rewards they earn in
+    the game directly (same seed: same episode)."""
+    from textgame.pettingzoo_env import PolicyAgents
+    from textgame.policies import make_follower, make_leader
+
+    sc = scenario(ue_counts=(4,), n_rbgs=3, episode_ttis=6)
+    environment = env(scenario=sc)
+    environment.reset(seed=11)
+    agents = PolicyAgents(make_leader("max_weight", sc.cell), make_follower("dictator"))
+    bs_rewards = []
+    for agent in environment.agent_iter():
+        _, reward, terminated, truncated, _ = environment.last()
+        if agent == "bs" and environment.unwrapped.last_step is not None:
+            bs_rewards.append(reward)  # the TTI before this turn (the last: the dead step)
+        environment.step(None if terminated or truncated else agents(environment, agent))
+    game = StackelbergGame(sc, n_envs=1)
+    leader, follower = make_leader("max_weight", sc.cell), make_follower("dictator")
+    rng = np.random.default_rng(0)
+    leader.reset(1, 4, 3, rng)
+    follower.reset(1, 4, 3, sc.cell.ucm_levels, rng)
+    obs, expected = game.reset(seed=11), []
+    while True:
+        step = game.step_followers(*follower.act(game.step_leader(leader.act(obs))))
+        expected.append(float(step.leader_reward[0]))
+        if step.done:
+            break
+        obs = step.leader_obs
+    assert bs_rewards == pytest.approx(expected, abs=0.0) and len(expected) == 6

@@ -69,3 +69,19 @@ def test_adapters_trained_with_history_are_refused(tiny_path, tmp_path):
     folder = save_policy(tiny_path, tmp_path / "history", history_ttis=2)
     with pytest.raises(ConfigError, match="history_ttis = 2 is not supported"):
         LLMLeader(folder)
+
+
+def test_adapters_play_the_pettingzoo_env(llm_dir, one_thread):
+    from textgame.pettingzoo_env import PolicyAgents, env
+
+    environment = env(scenario=ScenarioConfig(cell=CELL))  # bounds-checked actions
+    environment.reset(seed=3)
+    leader, follower = load_llm_policies(llm_dir)
+    agents = PolicyAgents(leader, follower, seed=0)
+    turns = 0
+    for agent in environment.agent_iter():
+        _, _, terminated, truncated, _ = environment.last()
+        environment.step(None if terminated or truncated else agents(environment, agent))
+        turns += not (terminated or truncated)
+    assert turns == CELL.episode_ttis * (1 + 3)  # the bs and three UEs per TTI
+    assert leader.invalid == 0 and follower.invalid == 0

@@ -258,3 +258,36 @@ def env(**kwargs: Any) -> AECEnv:
     """:class:`UplinkAECEnv` in PettingZoo's standard wrappers (actions in bounds, call order)."""
     environment = wrappers.AssertOutOfBoundsWrapper(UplinkAECEnv(**kwargs))
     return wrappers.OrderEnforcingWrapper(environment)
+
+
+class PolicyAgents:
+    """A textgame leader/follower pair as the agents of :class:`UplinkAECEnv`.
+
+    ``action = agents(env, agent)`` for the agent whose turn it is. The leader acts on the bs's
+    :class:`LeaderObs`; at the first UE turn of a TTI the follower policy acts once for every
+    active UE (one batched call, as in :func:`textgame.runner.run_episodes`) and each UE's turn
+    takes its row. Any policy pair plugs in this way: heuristics, MARL models, students and LLM
+    adapters (:mod:`trainers.policy.scheduler`). The policies are reset at every episode's first
+    TTI with a generator drawn from ``seed``.
+    """
+
+    def __init__(self, leader, follower, seed: int | None = None) -> None:
+        self.leader, self.follower = leader, follower
+        self.rng = np.random.default_rng(seed)
+        self._actions: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, env: AECEnv, agent: str) -> Any:
+        base: UplinkAECEnv = env.unwrapped
+        game = base.game
+        if agent == LEADER:
+            obs = base._leader_obs
+            if obs.t == 0:
+                self.leader.reset(1, game.max_ues, game.n_rbgs, self.rng)
+                self.follower.reset(1, game.max_ues, game.n_rbgs, game.ucm_levels, self.rng)
+            self._actions = None
+            return self.leader.act(obs)[0]
+        if self._actions is None:
+            self._actions = self.follower.act(base._follower_obs)
+        bitmap, ucm = self._actions
+        slot = base._slot(agent)
+        return {"bitmap": bitmap[0, slot].astype(np.int8), "ucm": int(ucm[0, slot])}
