@@ -25,7 +25,8 @@ import yaml
 from huggingface_hub import HfApi, ModelCardData, snapshot_download
 
 from textgame.tables import kpi_table
-from trainers.stackelberg.config import ROLES, StackelbergPPOConfig
+from grammars import ROLES
+from trainers.stackelberg.config import StackelbergPPOConfig
 
 logger = logging.getLogger(__name__)
 
