@@ -30,6 +30,7 @@ import torch
 
 from grammars import max_action_chars, render_grammar, render_regex
 from trainers.pag.backends import BACKENDS, GrammarState, Vocab
+from trainers.policy.prefix_cache import cache_kwargs, output_cache
 
 _KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _VOCABS: dict[str, Vocab] = {}
@@ -205,7 +206,7 @@ def sample_constrained(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     position = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]  # (B, P)
     with _timed(timings, "prefill", device):
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position,
-                    past_key_values=past_key_values, use_cache=True, logits_to_keep=1)
+                    use_cache=True, logits_to_keep=1, **cache_kwargs(model, past_key_values))
     if out.logits.shape[-1] != state.vocab_size:
         raise ValueError(f"the model has {out.logits.shape[-1]} output rows but the grammars were "
                          f"compiled for vocab_size = {state.vocab_size}")
@@ -235,8 +236,8 @@ def sample_constrained(model, input_ids: torch.Tensor, attention_mask: torch.Ten
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
         with _timed(timings, "decode", device):
             out = model(input_ids=token[:, None], attention_mask=attention_mask,
-                        position_ids=next_position, past_key_values=out.past_key_values,
-                        use_cache=True)
+                        position_ids=next_position, use_cache=True,
+                        **cache_kwargs(model, output_cache(out)))
         next_position = next_position + 1
     tokens, logprobs = tokens[:, :t + 1], logprobs[:, :t + 1]
     done = state.done.clone()

@@ -37,11 +37,17 @@ from peft import (
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from grammars import ROLES
 from trainers.pag.sampler import ActionGrammar, ActionSample, sample_constrained
-from trainers.policy.prefix_cache import PrefixCache
+from trainers.policy.prefix_cache import (
+    PrefixCache,
+    action_inputs,
+    cache_kwargs,
+    keep_cache_under_checkpointing,
+)
 from trainers.runs.hub import VALUE_HEADS, VALUE_HEADS_CONFIG, download
 from trainers.stackelberg.config import StackelbergPPOConfig
 
@@ -303,37 +309,56 @@ class StackelbergPolicy(nn.Module):
         finally:
             self.train(training)
 
+    def ppo_mode(self) -> StackelbergPolicy:
+        """Eval mode (no dropout: the first PPO pass recomputes the sampling log-probs
+        exactly) in which gradient checkpointing still works: transformers checkpoints a decoder
+        layer only in training mode, so those layers alone are put in it (their attention and
+        LoRA dropouts are submodules and stay off)."""
+        self.eval()
+        for module in self.peft_model.modules():
+            if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+                module.training = True
+        return self
+
     # ------------------------------------------------------------------------- forwards
     def prompt_values_from_hidden(self, role: str, hidden: torch.Tensor) -> torch.Tensor:
         """(B,) fp32 values of ``role``'s head on final hidden states (B, H), autocast off."""
         with torch.autocast(hidden.device.type, enabled=False):
             return self.value_heads[role](hidden.float()).squeeze(-1)
 
-    def _forward(self, input_ids, attention_mask, action_tokens, action_lengths):
-        prompt, steps = input_ids.shape[1], action_tokens.shape[1]
-        live = (torch.arange(steps, device=input_ids.device)
-                < action_lengths.to(input_ids.device)[:, None])  # (B, T)
-        ids = torch.cat([input_ids, action_tokens], dim=1)  # (B, P + T)
-        mask = torch.cat([attention_mask.long(), live.long()], dim=1)  # (B, P + T)
-        position = (mask.cumsum(-1) - 1).clamp(min=0)  # as in sample_constrained
-        with _last_prompt_hidden(self._decoder(), prompt - 1) as hidden:
-            out = self.peft_model(input_ids=ids, attention_mask=mask, position_ids=position,
-                                  use_cache=False, logits_to_keep=steps + 1)
+    def _forward(self, input_ids, attention_mask, action_tokens, action_lengths,
+                 prefix_lengths=None):
+        """Logits (B, T, V) fp32 and the last prompt token's final hidden state (B, H); with
+        ``prefix_lengths`` each distinct meta-prompt runs once (:func:`action_inputs`)."""
+        steps = action_tokens.shape[1]
+        with keep_cache_under_checkpointing(self.peft_model, prefix_lengths is not None) as keeps:
+            ids, mask, position, past = action_inputs(
+                self._decoder(), input_ids, attention_mask, action_tokens, action_lengths,
+                prefix_lengths if keeps else None)
+            with _last_prompt_hidden(self._decoder(), ids.shape[1] - steps - 1) as hidden:
+                out = self.peft_model(input_ids=ids, attention_mask=mask, position_ids=position,
+                                      use_cache=False, logits_to_keep=steps + 1,
+                                      **cache_kwargs(self.peft_model, past))
         return out.logits[:, :steps].float(), hidden[0]  # (B, T, V): P-1+t predicts token t
 
     def forward_actions(self, role: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        action_tokens: torch.Tensor,
-                        action_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                        action_tokens: torch.Tensor, action_lengths: torch.Tensor,
+                        prefix_lengths: Sequence[int] | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits (B, T, V) fp32, values (B,) fp32)`` of ``role`` in one forward.
 
         ``input_ids``/``attention_mask`` (B, P) are the left-padded prompts, ``action_tokens``
         (B, T) the recorded actions (EOS-padded past ``action_lengths`` (B,)). ``logits[:, t]``
         predicts ``action_tokens[:, t]``; values come from the last prompt token. ``role`` stays
         active afterwards (see the module docstring); LoRA dropout follows train/eval mode.
+        ``prefix_lengths`` (B,): each row's meta-prompt tokens, computed once per distinct
+        meta-prompt (:func:`~trainers.policy.prefix_cache.action_inputs`); None = every row in
+        full.
         """
         self.set_role(role)
-        logits, hidden = self._forward(input_ids, attention_mask, action_tokens, action_lengths)
-        if logits.requires_grad and self.training and (
+        logits, hidden = self._forward(input_ids, attention_mask, action_tokens, action_lengths,
+                                       prefix_lengths)
+        if logits.requires_grad and (
                 self.peft_model.get_base_model().is_activation_checkpointing):
             for tensor in (logits, hidden):  # their grads come before any layer's recompute
                 tensor.register_hook(functools.partial(self._check_role, role))
@@ -348,14 +373,17 @@ class StackelbergPolicy(nn.Module):
 
     @torch.no_grad()
     def reference_logits(self, role: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                         action_tokens: torch.Tensor, action_lengths: torch.Tensor) -> torch.Tensor:
+                         action_tokens: torch.Tensor, action_lengths: torch.Tensor,
+                         prefix_lengths: Sequence[int] | None = None) -> torch.Tensor:
         """Logits (B, T, V) fp32 of ``role``'s KL reference: the base with every adapter
-        disabled, the same model for both roles (``role`` keeps call sites symmetric)."""
+        disabled, the same model for both roles (``role`` keeps call sites symmetric);
+        ``prefix_lengths`` as in :meth:`forward_actions`."""
         if role not in ROLES:
             raise ValueError(f"role = {role!r} is invalid; allowed: one of {list(ROLES)}")
         try:
             with self.peft_model.disable_adapter():
-                return self._forward(input_ids, attention_mask, action_tokens, action_lengths)[0]
+                return self._forward(input_ids, attention_mask, action_tokens, action_lengths,
+                                     prefix_lengths)[0]
         finally:
             self._all_adapters_trainable()  # re-enabling adapters freezes the inactive ones
 

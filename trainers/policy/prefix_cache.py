@@ -13,18 +13,59 @@ has in the plain layout, and each query attends to exactly the keys it attends t
 is masked out): the same logits up to floating-point summation order. The states depend on the
 adapter weights: entries of a role are dropped when its stamp (the adapter parameters' storage
 and in-place version counters, which every optimizer step and ``load_state_dict`` bump) changes.
+
+The PPO update shares the meta-prompts the same way, with gradients (:func:`split_prefixes`,
+:func:`prefix_states`): per minibatch, one forward of its m distinct meta-prompts records their
+states, and every row's suffix (observation + action tokens) attends to its own prefix's states
+gathered per row. Both caches there are :class:`_PrefixLayer` s, which are never grown, so a
+layer that gradient checkpointing recomputes sees exactly what it saw the first time.
+
+transformers renamed the forward argument ``past_key_values`` to ``cache`` (5.x; the old name
+warns and goes in 5.40): :func:`cache_kwargs` and :func:`output_cache` use whichever name the
+model declares.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 
 from trainers.policy.encoding import left_pad
 
 _PAD = 0  # any id: padding is never attended to
+
+
+# ------------------------------------------------------------------- transformers' cache API
+@functools.cache
+def _cache_keyword(forward) -> str:
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def cache_kwargs(model, cache) -> dict:
+    """``{name: cache}`` for ``model``'s forward (a PEFT model passes it on to its base)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {_cache_keyword(type(base).forward): cache}
+
+
+def output_cache(out):
+    """The cache a forward returned (``out.cache``, formerly ``out.past_key_values``)."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
+def _rows_and_cuts(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   prefix_lengths: Sequence[int]) -> tuple[list[list[int]], list[int]]:
+    """Each row's real token ids and its prefix length, at most all but its last token."""
+    host_ids, host_mask = input_ids.cpu(), attention_mask.cpu().bool()
+    rows = [r[m].tolist() for r, m in zip(host_ids, host_mask, strict=True)]
+    cut = [min(int(n), len(r) - 1) for n, r in zip(prefix_lengths, rows, strict=True)]
+    return rows, cut
 
 
 class PrefixCache:
@@ -68,7 +109,7 @@ class PrefixCache:
             start = width - len(prefix)
             self._entries[role, prefix] = [
                 (layer.keys[i:i + 1, :, start:].clone(), layer.values[i:i + 1, :, start:].clone())
-                for layer in out.past_key_values.layers]
+                for layer in output_cache(out).layers]
 
     @torch.no_grad()
     def split(self, model, role: str, stamp: tuple, input_ids: torch.Tensor,
@@ -80,9 +121,7 @@ class PrefixCache:
         stays in the suffix). ``model`` must have ``role``'s adapter active, in eval mode.
         """
         self._check(role, stamp)
-        host_ids, host_mask = input_ids.cpu(), attention_mask.cpu().bool()
-        rows = [r[m].tolist() for r, m in zip(host_ids, host_mask, strict=True)]
-        cut = [min(int(n), len(r) - 1) for n, r in zip(prefix_lengths, rows, strict=True)]
+        rows, cut = _rows_and_cuts(input_ids, attention_mask, prefix_lengths)
         keys = [tuple(r[:n]) for r, n in zip(rows, cut, strict=True)]
         missing = list(dict.fromkeys(k for k in keys if k and (role, k) not in self._entries))
         self.misses += len(missing)
@@ -117,3 +156,123 @@ class PrefixCache:
         config = getattr(model, "config", None)
         cache = DynamicCache(ddp_cache_data=layers, config=config) if layers else None
         return suffix_ids, suffix_mask, prefix_mask.to(device), cache
+
+
+# --------------------------------------------------------------- shared prefixes with gradients
+class _PrefixLayer(DynamicLayer):
+    """One layer's cache that is never grown. ``keys``/``values`` None: the first forward
+    records its states (a recompute records them again); else they are a fixed prefix
+    (B, H, Lp, D) that every forward of the layer reads in front of its own states."""
+
+    def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None):
+        super().__init__()
+        self.fixed = keys is not None
+        self.keys, self.values, self.is_initialized = keys, values, self.fixed
+        if self.fixed:
+            self.device = keys.device
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.fixed:  # record (overwrite): idempotent under recomputation
+            self.keys, self.values, self.is_initialized = key_states, value_states, True
+            return key_states, value_states
+        return (torch.cat([self.keys, key_states], dim=-2),
+                torch.cat([self.values, value_states], dim=-2))
+
+    def get_seq_length(self) -> int:
+        return self.keys.shape[-2] if self.fixed else 0
+
+
+@dataclass
+class PrefixSplit:
+    """A left-padded prompt batch cut into its distinct meta-prompts and each row's rest."""
+
+    prefix_ids: torch.Tensor  # (m, Lp) the distinct prefixes, left-padded
+    prefix_mask: torch.Tensor  # (m, Lp)
+    group: torch.Tensor  # (B,) long: each row's prefix
+    suffix_ids: torch.Tensor  # (B, S) the rest of each prompt, left-padded
+    suffix_mask: torch.Tensor  # (B, S)
+
+
+def split_prefixes(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   prefix_lengths: Sequence[int]) -> PrefixSplit | None:
+    """The batch (B, P) cut after each row's ``prefix_lengths`` tokens (at least the last prompt
+    token stays in the suffix); None when some row has no prefix (then nothing is shared)."""
+    rows, cut = _rows_and_cuts(input_ids, attention_mask, prefix_lengths)
+    if min(cut) < 1:
+        return None
+    keys = [tuple(r[:n]) for r, n in zip(rows, cut, strict=True)]
+    distinct = list(dict.fromkeys(keys))
+    number = {k: i for i, k in enumerate(distinct)}
+    device = input_ids.device
+    prefix_ids, prefix_mask = left_pad([list(k) for k in distinct], _PAD, device)
+    suffix_ids, suffix_mask = left_pad([r[n:] for r, n in zip(rows, cut, strict=True)], _PAD,
+                                       device)
+    group = torch.tensor([number[k] for k in keys], device=device)
+    return PrefixSplit(prefix_ids, prefix_mask, group, suffix_ids, suffix_mask)
+
+
+@contextmanager
+def keep_cache_under_checkpointing(model, enabled: bool = True):
+    """Let checkpointed layers keep the cache (transformers drops it unless a layer only reads
+    it, as :class:`_PrefixLayer` s do); yields False where transformers has no such switch and
+    layers checkpoint, and when not ``enabled``."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    if not enabled:
+        yield False
+        return
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not hasattr(GradientCheckpointingLayer, "_can_checkpoint_with_cache"):
+        yield not any(layer.gradient_checkpointing for layer in layers)
+        return
+    for layer in layers:
+        layer._can_checkpoint_with_cache = True
+    try:
+        yield True
+    finally:
+        for layer in layers:
+            del layer._can_checkpoint_with_cache  # back to the class's False
+
+
+def prefix_states(decoder, split: PrefixSplit) -> Cache:
+    """One forward of the m distinct prefixes through ``decoder`` (the backbone, with gradients
+    when enabled), their key/value states gathered per row (B, H, Lp, D) as a read-only cache;
+    gradients of every row reach its prefix's single computation through the gather."""
+    position = (split.prefix_mask.cumsum(-1) - 1).clamp(min=0)  # as in _fill
+    record = Cache(layers=[_PrefixLayer() for _ in range(decoder.config.num_hidden_layers)])
+    decoder(input_ids=split.prefix_ids, attention_mask=split.prefix_mask, position_ids=position,
+            use_cache=False, **cache_kwargs(decoder, record))
+    rows = len(split.group)
+    one = split.prefix_ids.shape[0] == 1  # one prefix for the whole batch: a view, no copy
+
+    def gather(states: torch.Tensor) -> torch.Tensor:
+        return states.expand(rows, -1, -1, -1) if one else states[split.group]
+
+    return Cache(layers=[_PrefixLayer(gather(layer.keys), gather(layer.values))
+                         for layer in record.layers])
+
+
+def action_inputs(decoder, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  action_tokens: torch.Tensor, action_lengths: torch.Tensor,
+                  prefix_lengths: Sequence[int] | None = None):
+    """``(ids (B, S + T), mask (B, Lp + S + T), position ids (B, S + T), cache or None)``: the
+    left-padded prompts (B, P) followed by the recorded actions (B, T), EOS past
+    ``action_lengths`` and masked there. With ``prefix_lengths`` the prompts are cut
+    (:func:`split_prefixes`), the prefixes' states computed once (:func:`prefix_states`) and
+    the ids are the suffixes; without, S = P, Lp = 0 and no cache. Position ids count real
+    tokens (as when sampling), so both give every token the same position and keys.
+    """
+    split = None if prefix_lengths is None else split_prefixes(input_ids, attention_mask,
+                                                               prefix_lengths)
+    past, past_mask = None, attention_mask.new_zeros((len(input_ids), 0))  # (B, Lp)
+    if split is not None:
+        past = prefix_states(decoder, split)
+        past_mask = split.prefix_mask[split.group]
+        input_ids, attention_mask = split.suffix_ids, split.suffix_mask
+    steps = action_tokens.shape[1]
+    live = (torch.arange(steps, device=input_ids.device)
+            < action_lengths.to(input_ids.device)[:, None])  # (B, T)
+    ids = torch.cat([input_ids, action_tokens], dim=1)  # (B, S + T)
+    mask = torch.cat([past_mask.long(), attention_mask.long(), live.long()], dim=1)
+    position = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]  # (B, S + T)
+    return ids, mask, position, past

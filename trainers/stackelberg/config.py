@@ -89,6 +89,12 @@ class StackelbergPPOConfig:
         "Reuse the KV cache of each meta-prompt (the prompt lines before the observation) "
         "across decisions while acting, rebuilt whenever an adapter's weights change; False = "
         "prefill every prompt in full (the same actions and log-probs, slower).", default=True)
+    shared_prefix_update: bool = _help(
+        "In the PPO update and the KL reference pass, run each distinct meta-prompt of a "
+        "minibatch once (with gradients for the policy) and let every decision attend to it "
+        "from its observation and action tokens; False = every decision's prompt in full "
+        "(the same log-probs, values and gradients up to summation order; slower, more memory).",
+        default=True)
     episodes_per_epoch: int = _help(
         "E: episodes collected per epoch and process (a multiple of n_envs).", default=8)
     total_epochs: int = _help("Training epochs (paper Fig. 5 converges by ~1250).", default=1500)
@@ -181,8 +187,9 @@ class StackelbergPPOConfig:
             _fail("legacy_policy", self.legacy_policy, f"one of {sorted(FOLLOWERS)}")
         if self.expert_leader not in ("max_weight", "round_robin"):
             _fail("expert_leader", self.expert_leader, "'max_weight' or 'round_robin'")
-        if not isinstance(self.prefix_cache, bool):
-            _fail("prefix_cache", self.prefix_cache, "True or False")
+        for name in ("prefix_cache", "shared_prefix_update"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, getattr(self, name), "True or False")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             _fail("mixed_precision", self.mixed_precision, "'no', 'fp16' or 'bf16'")
         for name in ("n_envs", "episodes_per_epoch", "total_epochs", "minibatch_size",

@@ -30,6 +30,7 @@ class Decisions:
     """One role's decisions of an epoch, flattened; rows are decisions."""
 
     prompts: list[list[int]] = field(default_factory=list)  # prompt token ids, unpadded
+    prefix_lengths: list[int] = field(default_factory=list)  # meta-prompt tokens (0: unknown)
     tokens: list[list[int]] = field(default_factory=list)  # action tokens incl. EOS
     grammars: list = field(default_factory=list)  # ActionGrammar of each decision
     logprobs: list[float] = field(default_factory=list)  # eq. 12 at sampling time
@@ -49,6 +50,7 @@ class _Trace:
 
     rows: list[tuple[int, int]] = field(default_factory=list)  # (owner, tti) of each decision
     prompts: list[list[int]] = field(default_factory=list)
+    prefix_lengths: list[int] = field(default_factory=list)
     tokens: list[list[int]] = field(default_factory=list)
     grammars: list = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -99,16 +101,17 @@ class RolloutWorker:
         device = self.policy.device
         input_ids, attention_mask = self.encoder(prompts, device)
         prefix = None
-        if self.config.prefix_cache and hasattr(self.encoder, "prefix_lengths"):
+        if hasattr(self.encoder, "prefix_lengths"):
             builder = self.env.builder  # the meta-prompt's lines, KV states reused
             template = getattr(builder, f"{role}_template")
             prefix = self.encoder.prefix_lengths(prompts, meta_prompt_lines(builder.render,
                                                                              template))
         sample, values = self.policy.generate_actions(
             role, input_ids, attention_mask, grammars, generator=generator,
-            temperature=temperature, prefix_lengths=prefix)
+            temperature=temperature, prefix_lengths=prefix if self.config.prefix_cache else None)
         lengths = sample.lengths.tolist()
         trace.prompts += _unpad(input_ids, attention_mask)
+        trace.prefix_lengths += prefix or [0] * len(prompts)
         trace.tokens += [row[:n] for row, n in zip(sample.tokens.tolist(), lengths, strict=True)]
         trace.grammars += grammars
         trace.logprobs += sample.action_logprob.float().tolist()
@@ -207,6 +210,7 @@ class RolloutWorker:
                 advantages, returns = self.advantages(trace, owners)
                 d = out[role]
                 d.prompts += trace.prompts
+                d.prefix_lengths += trace.prefix_lengths
                 d.tokens += trace.tokens
                 d.grammars += trace.grammars
                 d.logprobs += trace.logprobs

@@ -131,7 +131,8 @@ class StackelbergPPOTrainer:
 
     def train_epoch(self, epoch: int) -> dict:
         """Algorithm 1 lines 5-21 for one epoch."""
-        leader, follower, kpis = self.worker.collect(epoch)
+        with self.accelerator.autocast():  # the precision of the update: first ratio = 1
+            leader, follower, kpis = self.worker.collect(epoch)
         record: dict = {"epoch": epoch + 1, "temperature": leader.temperature}
         record.update(self._mean_kpis(kpis))
         for role, decisions in (("leader", leader), ("follower", follower)):
@@ -176,7 +177,8 @@ class StackelbergPPOTrainer:
         worker = self.worker
         kpis = []
         for batch in range(max(episodes // self.args.n_envs, 1)):
-            _, _, episode_kpis = worker.play(epoch_key, batch, self.args.temperature_end)
+            with self.accelerator.autocast():
+                _, _, episode_kpis = worker.play(epoch_key, batch, self.args.temperature_end)
             kpis.append(episode_kpis)
         return self._mean_kpis(kpis)
 

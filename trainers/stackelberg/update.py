@@ -51,18 +51,21 @@ def average_gradients(params: list[torch.nn.Parameter], accelerator) -> None:
 
 
 def reference_logprobs(policy, role: str, d: Decisions, rows: np.ndarray, input_ids,
-                       attention_mask, tokens, lengths, masks, cache: dict | None) -> torch.Tensor:
+                       attention_mask, tokens, lengths, masks, cache: dict | None,
+                       prefix: list[int] | None = None) -> torch.Tensor:
     """(b, T) masked token log-probs of the decisions under the reference (adapters off).
 
     The reference and the decisions are fixed for the whole update, so with ``cache`` (decision
     -> its log-probs) each decision's reference forward runs once, not once per PPO pass.
+    ``prefix``: the rows' meta-prompt lengths, shared as in the policy forward (or None).
     """
     new = [k for k, i in enumerate(rows) if cache is None or int(i) not in cache]
     sizes = lengths.tolist()  # one transfer
     if new:
         pick = torch.tensor(new, device=input_ids.device)
         ref_logits = policy.reference_logits(role, input_ids[pick], attention_mask[pick],
-                                             tokens[pick], lengths[pick])
+                                             tokens[pick], lengths[pick],
+                                             None if prefix is None else [prefix[k] for k in new])
         ref = token_logprobs(ref_logits, masks[pick], tokens[pick], d.temperature)  # (n, T)
         if cache is None:
             return ref
@@ -70,6 +73,13 @@ def reference_logprobs(policy, role: str, d: Decisions, rows: np.ndarray, input_
             cache[int(rows[k])] = row[:sizes[k]]
     out = pad_sequence([cache[int(i)] for i in rows], batch_first=True)  # (b, max length)
     return F.pad(out.float(), (0, tokens.shape[1] - out.shape[1]))  # (b, T), zeros after
+
+
+def shared_prefixes(d: Decisions, rows: np.ndarray, config) -> list[int] | None:
+    """The rows' meta-prompt lengths when the update shares them (``shared_prefix_update``)."""
+    if not config.shared_prefix_update or len(d.prefix_lengths) != len(d):
+        return None
+    return [d.prefix_lengths[i] for i in rows]
 
 
 def minibatch_losses(policy, role: str, d: Decisions, rows: np.ndarray, config,
@@ -81,12 +91,14 @@ def minibatch_losses(policy, role: str, d: Decisions, rows: np.ndarray, config,
     tokens, lengths = _right_pad([d.tokens[i] for i in rows], eos, device)
     masks = replay_masks([d.grammars[i] for i in rows], tokens, lengths)  # (b, T, V)
     valid = torch.arange(tokens.shape[1], device=device)[None, :] < lengths[:, None]  # (b, T)
-    logits, values = policy.forward_actions(role, input_ids, attention_mask, tokens, lengths)
+    prefix = shared_prefixes(d, rows, config)
+    logits, values = policy.forward_actions(role, input_ids, attention_mask, tokens, lengths,
+                                            prefix)
     token_logp = token_logprobs(logits, masks, tokens, d.temperature) * valid  # (b, T)
     entropy = (masked_entropy(logits, masks, d.temperature) * valid).sum(-1)  # (b,)
     if config.kl_coef > 0:
         ref_logp = reference_logprobs(policy, role, d, rows, input_ids, attention_mask, tokens,
-                                      lengths, masks, ref_cache)
+                                      lengths, masks, ref_cache, prefix)
         kl = kl_to_reference(token_logp, ref_logp, valid)  # (b,)
     else:
         kl = torch.zeros(len(rows), device=device)
@@ -99,7 +111,7 @@ def minibatch_losses(policy, role: str, d: Decisions, rows: np.ndarray, config,
 def ppo_update(policy, role: str, d: Decisions, optimizer, config, accelerator,
                rng: np.random.Generator, eos: int, pad: int) -> dict[str, float]:
     """K passes of minibatch PPO on one role; returns the epoch's mean diagnostics."""
-    policy.eval()  # no dropout: the first pass recomputes the sampling log-probs exactly
+    policy.ppo_mode()  # no dropout: the first pass recomputes the sampling log-probs exactly
     params = policy.role_parameters(role)
     n = len(d)
     if n == 0 and accelerator.num_processes == 1:  # e.g. every UE of the batch was legacy
