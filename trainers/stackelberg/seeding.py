@@ -132,7 +132,8 @@ def seed_adapter(model, tokenizer, dataset: Dataset, *, adapter_name: str,
     trainable parameters to bf16), the train/eval mode and the global RNGs (which TRL re-seeds
     with ``seed``) are restored. ``kwargs`` go to :func:`sft_config` (e.g. ``bf16``,
     ``activation_checkpointing``, ``logging_steps``). Returns the trainer's metrics plus
-    ``loss_history``, the loss of every logged step.
+    ``loss_history`` and ``token_accuracy_history``: the loss and the completion tokens' top-1
+    accuracy of every logged step.
     """
     from trl import SFTTrainer
 
@@ -157,7 +158,10 @@ def seed_adapter(model, tokenizer, dataset: Dataset, *, adapter_name: str,
                 p.data = p.data.to(dtype)
             p.requires_grad_(requires_grad)
         model.train(training)
-    metrics["loss_history"] = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    logs = trainer.state.log_history
+    metrics["loss_history"] = [log["loss"] for log in logs if "loss" in log]
+    metrics["token_accuracy_history"] = [log["mean_token_accuracy"] for log in logs
+                                         if "mean_token_accuracy" in log]
     return metrics
 
 
@@ -167,8 +171,8 @@ def seed_policy(model, tokenizer, config: StackelbergPPOConfig,
 
     Prompts go through the tokenizer's chat template when it has one and
     ``config.use_chat_template`` is set, as in the rollout. Each role trains in
-    ``output_dir/<role>`` with the config's seeding epochs, learning rate, seed, precision and
-    gradient checkpointing.
+    ``output_dir/<role>`` with the config's seeding epochs (per role), learning rate, seed,
+    precision and gradient checkpointing.
     """
     render = chat_render(tokenizer) if config.use_chat_template else None
     datasets = expert_dataset(
@@ -178,7 +182,7 @@ def seed_policy(model, tokenizer, config: StackelbergPPOConfig,
                  "fp16": config.mixed_precision == "fp16"}
     return {role: seed_adapter(
         model, tokenizer, datasets[role], adapter_name=role,
-        output_dir=os.path.join(output_dir, role), epochs=config.expert_sft_epochs,
+        output_dir=os.path.join(output_dir, role), epochs=config.sft_epochs(role),
         learning_rate=config.expert_learning_rate, seed=config.seed,
         activation_checkpointing=config.gradient_checkpointing,
         **precision)

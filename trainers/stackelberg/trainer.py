@@ -184,11 +184,21 @@ class StackelbergPPOTrainer:
 
     # ----------------------------------------------------------------------------- seeding
     def seed_with_experts(self) -> dict:
+        """SFT of both adapters on expert play (paper §IV), then their agreement with the
+        experts on held-out episodes, printed (``expert_agreement_episodes = 0`` skips it)."""
+        from trainers.stackelberg.agreement import expert_agreement, format_agreement
         from trainers.stackelberg.seeding import seed_policy
 
-        metrics = seed_policy(self.policy.peft_model, self.tokenizer, self.args,
+        args = self.args
+        metrics = seed_policy(self.policy.peft_model, self.tokenizer, args,
                               self.output_dir / EXPERT_SEEDING)
         self.policy.set_role("leader")
+        if args.expert_agreement_episodes:
+            metrics["agreement"] = expert_agreement(
+                self.policy, self.tokenizer, args, episodes=args.expert_agreement_episodes,
+                episode_ttis=args.expert_agreement_ttis or None)
+            if self.accelerator.is_main_process:
+                print(format_agreement(metrics["agreement"]), flush=True)
         return metrics
 
     # ----------------------------------------------------------------------------- logging
