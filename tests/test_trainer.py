@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 from trl import ModelConfig
 
+from grammars import ROLES
 from textgame.config import ConfigError
 from textgame.metrics import summarize
 from textgame.policies import make_follower, make_leader
@@ -39,7 +40,7 @@ from trainers.pag.sampler import replay_masks, token_logprobs
 from trainers.policy.encoding import left_pad
 from trainers.policy.models import StackelbergPolicy
 from trainers.runs.hub import MODEL_CARD, TRAINER_CONFIG, policy_files
-from trainers.stackelberg.config import ROLES, StackelbergPPOConfig
+from trainers.stackelberg.config import StackelbergPPOConfig
 from trainers.stackelberg.trainer import StackelbergPPOTrainer
 from trainers.stackelberg.update import _right_pad, minibatch_losses, ppo_update
 
@@ -257,7 +258,8 @@ import yaml
 from transformers import AutoTokenizer
 from trl import ModelConfig
 
-from trainers.stackelberg.config import ROLES, StackelbergPPOConfig
+from grammars import ROLES
+from trainers.stackelberg.config import StackelbergPPOConfig
 from trainers.policy.models import StackelbergPolicy
 from trainers.stackelberg.trainer import StackelbergPPOTrainer
 

@@ -39,10 +39,11 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
+from grammars import ROLES
 from trainers.pag.sampler import ActionGrammar, ActionSample, sample_constrained
 from trainers.policy.prefix_cache import PrefixCache
 from trainers.runs.hub import VALUE_HEADS, VALUE_HEADS_CONFIG, download
-from trainers.stackelberg.config import ROLES, StackelbergPPOConfig
+from trainers.stackelberg.config import StackelbergPPOConfig
 
 _DTYPES = ("auto", "bfloat16", "float16", "float32")
 _CHECKPOINTING = {"use_reentrant": False}  # frozen embeddings: no input-grad hook needed

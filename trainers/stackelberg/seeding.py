@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from grammars import ROLES
 from textgame.config import ScenarioConfig
 from textgame.policies import make_follower, make_leader
 from textgame.prompts import TextConfig
 from textgame.text_env import TextStackelbergEnv
 from trainers.policy.chat import chat_render
-from trainers.stackelberg.config import ROLES
 
 if TYPE_CHECKING:
     from datasets import Dataset

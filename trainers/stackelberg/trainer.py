@@ -22,6 +22,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from grammars import ROLES
 from textgame.metrics import summarize
 from trainers.policy.chat import chat_render
 from trainers.policy.encoding import PromptEncoder
@@ -44,7 +45,7 @@ from trainers.runs.run_dir import (
     start_run,
     write_metrics,
 )
-from trainers.stackelberg.config import OWNER, ROLES, StackelbergPPOConfig
+from trainers.stackelberg.config import OWNER, StackelbergPPOConfig
 from trainers.stackelberg.rollout import RolloutWorker
 from trainers.stackelberg.update import ppo_update
 
