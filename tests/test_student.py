@@ -30,6 +30,7 @@ from trainers.student.ppo_baseline import (
     plackett_luce_log_prob,
     train_from_scratch,
 )
+from trainers.student.realtime import RealtimeStudent
 from trainers.student.rollout import collect
 from trainers.student.teachers import Teacher, build_teacher
 
@@ -255,6 +256,39 @@ def test_onnx_and_pytorch_agree_for_i_1_to_12(tmp_path):
         for ours, theirs in zip(outputs, torch_outputs, strict=True):
             assert ours.shape == tuple(theirs.shape)
             assert np.abs(ours.astype(np.float64) - theirs.numpy()).max() <= 1e-5
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_realtime_path_decides_exactly_as_the_batched_policies(runtime, distilled, tmp_path):
+    """The lean B = 1 path against StudentLeader/StudentFollower on a churning cell (UEs join
+    and leave: fresh histories, I_t from 1 to I_max), both fed the same observations."""
+    _, final = distilled
+    sc = scenario(ue_counts=[4], max_ues=7, join_prob=0.2, leave_prob=0.2)
+    c = sc.cell
+    leader, follower = load_student(final, runtime)
+    lean = RealtimeStudent.load(final, c.max_ues, runtime)
+    game, seen = StackelbergGame(sc, 1), set()
+    for seed in range(3):
+        leader.reset(1, c.max_ues, c.n_rbgs, None)
+        follower.reset(1, c.max_ues, c.n_rbgs, c.ucm_levels, None)
+        lean.reset()
+        obs = game.reset(seed)
+        while True:
+            dcm = leader.act(obs)
+            assert np.array_equal(lean.leader(obs), dcm[0])
+            follower_obs = game.step_leader(dcm)
+            bitmap, ucm = follower.act(follower_obs)
+            lean_bitmap, lean_ucm = lean.followers(follower_obs)
+            assert np.array_equal(lean_bitmap, bitmap[0]) and np.array_equal(lean_ucm, ucm[0])
+            for key, value in zip(("global_x", "ue_x", "mask"), lean.last, strict=True):
+                assert np.array_equal(leader.last[key], value)  # features bit for bit
+            assert np.array_equal(follower.last["ue_x"], lean.ue_stack.reshape(1, c.max_ues, -1))
+            seen.add(int(obs.n_active[0]))
+            step = game.step_followers(bitmap, ucm)
+            if step.done:
+                break
+            obs = step.leader_obs
+    assert len(seen) >= 4  # the churn really varied I_t
 
 
 def test_onnx_runtime_plays_the_same_episodes_as_pytorch(distilled):
