@@ -8,16 +8,20 @@ all active UEs of one cell (their features, bitmaps and UCMs), single-threaded (
 thread, one onnxruntime intra-op thread). Timed per TTI over whole episodes of a cell with I UEs
 (the simulator's own step is not timed); median and p99 in microseconds, end to end and
 network only (the forward passes on ready features). Runtimes: PyTorch (eager, inference mode)
-and onnxruntime on the exported graphs. The LLM column is the Stackelberg policy on the
-offline tiny model of ``trainers.tiny`` (a random Llama, LoRA adapters, PAG decoding): its
-decision latency per TTI for the same cell (``--llm_ttis`` TTIs after one warm-up episode).
-Target: <= 100 us per TTI at I = 10 on one core. Other processes on the machine inflate every
-figure (the p99 most); run it on an idle core.
+and onnxruntime on the exported graphs, each through the batched policies
+(``StudentLeader``/``StudentFollower`` at B = 1); "lean" is the deployed one-cell path
+(:class:`trainers.student.realtime.RealtimeStudent`: same actions, preallocated features) on
+onnxruntime, with its feature extraction alone in the next column. The LLM column is the
+Stackelberg policy on the offline tiny model of ``trainers.tiny`` (a random Llama, LoRA
+adapters, PAG decoding): its decision latency per TTI for the same cell (``--llm_ttis`` TTIs
+after one warm-up episode). Target: <= 100 us per TTI at I = 10 on one core. Other processes
+on the machine inflate every figure (the p99 most); run it on an idle core.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -32,6 +36,7 @@ from trainers.student.features import CellShape
 from trainers.student.model import StudentModel
 from trainers.student.onnx import OnnxBackend, export_onnx
 from trainers.student.policies import StudentFollower, StudentLeader, TorchBackend
+from trainers.student.realtime import RealtimeStudent
 
 TARGET_US = 100.0
 
@@ -69,6 +74,38 @@ def student_latency(model: StudentModel, backend, scenario: ScenarioConfig, epis
                 break
             obs = step.leader_obs
     return total, network
+
+
+def lean_latency(model: StudentModel, backend, scenario: ScenarioConfig, episodes: int
+                 ) -> tuple[list[float], list[float]]:
+    """Seconds per TTI of :class:`RealtimeStudent`: (end to end, features only)."""
+    c = scenario.cell
+    lean, features = RealtimeStudent(model, backend, c.max_ues), RealtimeStudent(
+        model, backend, c.max_ues)
+    game = StackelbergGame(scenario, 1)
+    total, feature = [], []
+    for episode in range(episodes):
+        lean.reset()
+        features.reset()
+        obs = game.reset(episode)
+        while True:
+            start = time.perf_counter()
+            dcm = lean.leader(obs)
+            t_leader = time.perf_counter() - start
+            follower_obs = game.step_leader(dcm[None])
+            start = time.perf_counter()
+            bitmap, ucm = lean.followers(follower_obs)
+            total.append(t_leader + time.perf_counter() - start)
+            start = time.perf_counter()
+            features.leader_inputs(obs)
+            features.grants = lean.grants
+            features.follower_inputs(follower_obs)
+            feature.append(time.perf_counter() - start)
+            step = game.step_followers(bitmap[None], ucm[None])
+            if step.done:
+                break
+            obs = step.leader_obs
+    return total, feature
 
 
 def llm_latency(scenario: ScenarioConfig, ttis: int, cache_dir: Path) -> float:
@@ -130,21 +167,26 @@ def main(argv=None) -> str:
             export_onnx(model, directory)
     backends = {"torch": TorchBackend(model), "onnx": OnnxBackend(directory)}
     lines = ["| I | PyTorch median / p99 (us) | net only | onnxruntime median / p99 (us) | "
-             "net only | LLM tiny (ms) | LLM / onnxruntime |", "|---:|" + "---:|" * 6]
+             "net only | lean onnxruntime median / p99 (us) | lean features | LLM tiny (ms) | "
+             "LLM / lean |", "|---:|" + "---:|" * 8]
     for n_ues in args.ues:
         scenario, row = cell(n_ues, args.ttis), []
         for backend in backends.values():
             total, network = student_latency(model, backend, scenario, args.episodes)
             row.append((summary(total), summary(network)))
+        lean, lean_features = map(summary, lean_latency(model, backends["onnx"], scenario,
+                                                        args.episodes))
         llm = llm_latency(scenario, args.llm_ttis, args.cache_dir) if args.llm_ttis else None
         (pt, pt_net), (ort, ort_net) = row
-        ratio = f"{llm * 1e6 / ort[0]:.0f}x" if llm else "-"
+        ratio = f"{llm * 1e6 / lean[0]:.0f}x" if llm else "-"
         lines.append(f"| {n_ues} | {pt[0]:.0f} / {pt[1]:.0f} | {pt_net[0]:.0f} | "
                      f"{ort[0]:.0f} / {ort[1]:.0f} | {ort_net[0]:.0f} | "
+                     f"{lean[0]:.0f} / {lean[1]:.0f} | {lean_features[0]:.0f} | "
                      f"{f'{llm * 1e3:.1f}' if llm else '-'} | {ratio} |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)
-    print(f"\n{table}\n\ntarget: <= {TARGET_US:.0f} us per TTI at I = 10 on one core")
+    print(f"\n{table}\n\nload average (1, 5, 15 min): {os.getloadavg()}\n"
+          f"target: <= {TARGET_US:.0f} us per TTI at I = 10 on one core")
     return table
 
 

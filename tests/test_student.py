@@ -18,12 +18,19 @@ from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
 from trainers.student.__main__ import main
 from trainers.student.config import DistillConfig
-from trainers.student.distill import Distiller
+from trainers.student.distill import Distiller, distill
 from trainers.student.features import CellShape
 from trainers.student.model import StudentModel
 from trainers.student.onnx import OnnxBackend, export_onnx
 from trainers.student.pettingzoo import StudentAECPolicy
 from trainers.student.policies import StudentFollower, StudentLeader, load_student
+from trainers.student.ppo_baseline import (
+    PPOBaseline,
+    PPOBaselineConfig,
+    plackett_luce_log_prob,
+    train_from_scratch,
+)
+from trainers.student.realtime import RealtimeStudent
 from trainers.student.rollout import collect
 from trainers.student.teachers import Teacher, build_teacher
 
@@ -170,6 +177,68 @@ def test_student_agrees_with_max_weight_dictator_on_held_out_seeds(distilled):
     assert stats["bitmap_agreement"] >= 0.98
 
 
+# ------------------------------------------------------------- undistilled PPO baseline
+def test_plackett_luce_samples_follow_their_log_probs():
+    torch.manual_seed(0)
+    model = StudentModel(CellShape.of(CellConfig(n_rbgs=2)), 1, 8, [8])
+    g, x, mask, _ = random_inputs(model, 2, np.random.default_rng(4), batch=1)
+    mask[:] = True
+    args = [torch.from_numpy(a).expand(40000, *a.shape[1:]) for a in (g, x, mask)]
+    dcm, logits = model.leader.sample(*args, torch.Generator().manual_seed(0))  # (M, 2)
+    p = plackett_luce_log_prob(logits, dcm).exp()
+    codes, counts = torch.unique(dcm[:, 0] * 3 + dcm[:, 1], return_counts=True)
+    for code, count in zip(codes, counts, strict=True):
+        expected = p[dcm[:, 0] * 3 + dcm[:, 1] == code][0].item()
+        assert count.item() / 40000 == pytest.approx(expected, abs=0.01)  # ~4 sigma
+
+
+def ppo_config(**changes) -> PPOBaselineConfig:
+    values = dict(n_envs=8, history_len=1, leader_hidden=16, follower_hidden=[16],
+                  critic_hidden=[32], minibatch_size=64, ppo_epochs=1)
+    return PPOBaselineConfig(**{**values, **changes})
+
+
+def test_ppo_baseline_first_ratio_is_exactly_one():
+    baseline = PPOBaseline(ppo_config(), scenario())
+    leader, follower, _ = baseline.collect(np.random.SeedSequence(0))
+    order = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for batch, evaluate in ((leader, baseline.evaluate_leader),
+                                (follower, baseline.evaluate_follower)):
+            idx = torch.randperm(len(batch["logp"]), generator=order)[:64]
+            logp, entropy, values = evaluate({k: v[idx] for k, v in batch.items()})
+            assert torch.equal(logp, batch["logp"][idx])  # ratio exp(0) = 1 before any step
+            assert torch.equal(values, batch["values"][idx])
+            assert (entropy > 0).all()
+
+
+def test_ppo_baseline_trains_and_saves_a_loadable_student(tmp_path):
+    result = train_from_scratch(ppo_config(), scenario(), 600.0, tmp_path, max_updates=2)
+    assert result["updates"] == 2 and len(result["history"]) == 2
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["update"] for line in lines] == [1, 2]
+    trained, fresh = StudentModel.load(result["final"]), PPOBaseline(ppo_config(),
+                                                                     scenario()).student
+    assert not torch.equal(trained.leader.bid_head.weight, fresh.leader.bid_head.weight)
+    kpis = run_episodes(scenario(ue_counts=[6]), *load_student(result["final"]), episodes=2,
+                        n_envs=2, seed=0)
+    assert np.isfinite(kpis["leader_utility"]).all()
+
+
+def test_distill_with_a_ppo_baseline_adds_its_columns(tmp_path):
+    config = tiny_config(tmp_path, bc_episodes=16, dagger_rounds=0, epochs_per_round=1,
+                         baseline="ppo", baseline_seconds=0.01, eval_ues=[3], eval_episodes=4,
+                         export_onnx=False)
+    result = distill(config)
+    assert result["baseline"]["updates"] == 1  # at least one update, however short the time
+    (row,) = result["retention"]
+    for kpi in ("leader_utility", "throughput_mbps"):
+        assert row[f"baseline_{kpi}_retention"] == pytest.approx(
+            row[f"baseline_{kpi}"] / row[f"teacher_{kpi}"])
+    table = (tmp_path / "retention.md").read_text().splitlines()
+    assert "student / baseline / teacher" in table[0] and table[2].count(" / ") == 4
+
+
 # --------------------------------------------------------------------------- ONNX, serving
 def test_onnx_and_pytorch_agree_for_i_1_to_12(tmp_path):
     model = student(hidden=32)
@@ -187,6 +256,39 @@ def test_onnx_and_pytorch_agree_for_i_1_to_12(tmp_path):
         for ours, theirs in zip(outputs, torch_outputs, strict=True):
             assert ours.shape == tuple(theirs.shape)
             assert np.abs(ours.astype(np.float64) - theirs.numpy()).max() <= 1e-5
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_realtime_path_decides_exactly_as_the_batched_policies(runtime, distilled, tmp_path):
+    """The lean B = 1 path against StudentLeader/StudentFollower on a churning cell (UEs join
+    and leave: fresh histories, I_t from 1 to I_max), both fed the same observations."""
+    _, final = distilled
+    sc = scenario(ue_counts=[4], max_ues=7, join_prob=0.2, leave_prob=0.2)
+    c = sc.cell
+    leader, follower = load_student(final, runtime)
+    lean = RealtimeStudent.load(final, c.max_ues, runtime)
+    game, seen = StackelbergGame(sc, 1), set()
+    for seed in range(3):
+        leader.reset(1, c.max_ues, c.n_rbgs, None)
+        follower.reset(1, c.max_ues, c.n_rbgs, c.ucm_levels, None)
+        lean.reset()
+        obs = game.reset(seed)
+        while True:
+            dcm = leader.act(obs)
+            assert np.array_equal(lean.leader(obs), dcm[0])
+            follower_obs = game.step_leader(dcm)
+            bitmap, ucm = follower.act(follower_obs)
+            lean_bitmap, lean_ucm = lean.followers(follower_obs)
+            assert np.array_equal(lean_bitmap, bitmap[0]) and np.array_equal(lean_ucm, ucm[0])
+            for key, value in zip(("global_x", "ue_x", "mask"), lean.last, strict=True):
+                assert np.array_equal(leader.last[key], value)  # features bit for bit
+            assert np.array_equal(follower.last["ue_x"], lean.ue_stack.reshape(1, c.max_ues, -1))
+            seen.add(int(obs.n_active[0]))
+            step = game.step_followers(bitmap, ucm)
+            if step.done:
+                break
+            obs = step.leader_obs
+    assert len(seen) >= 4  # the churn really varied I_t
 
 
 def test_onnx_runtime_plays_the_same_episodes_as_pytorch(distilled):

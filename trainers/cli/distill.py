@@ -3,10 +3,14 @@
     agentic-mac distill --teacher max_weight/dictator --output_dir runs/student-mw
     agentic-mac distill --teacher llm:runs/tiny-cpu/final --output_dir runs/student-llm
     agentic-mac distill --teacher marl:runs/gmac/final --output_dir runs/student-gmac
+    agentic-mac distill --teacher max_weight/dictator --baseline ppo --output_dir runs/fig14
 
 Options are the fields of ``DistillConfig``. Behaviour cloning on teacher rollouts, then DAgger
 rounds on the student's own states; prints the per-round agreement with the teacher and the
 retention table (student vs teacher leader utility and throughput at every I of ``eval_ues``).
+``--baseline ppo`` also trains the same student architecture from scratch by PPO for the same
+wall time (``--baseline_seconds`` to set it) into ``output_dir/baseline-ppo`` and adds its
+columns: the undistilled baseline of Fig. 14.
 """
 
 from __future__ import annotations
@@ -37,7 +41,12 @@ def distill(config: DistillConfig) -> dict:
     last = result["history"][-1]
     print(f"\nstudent: {result['final']} (distilled in {result['seconds']:.0f} s); last round: "
           f"RBG agreement {last['rbg_agreement']:.4f}, bitmap {last['bitmap_agreement']:.4f}, "
-          f"UCM {last['ucm_agreement']:.4f}\n")
+          f"UCM {last['ucm_agreement']:.4f}")
+    if "baseline" in result:
+        base = result["baseline"]
+        print(f"PPO baseline: {base['final']} ({base['updates']} updates in "
+              f"{base['seconds']:.0f} s)")
+    print()
     sys.stdout.write(markdown(result["retention"]))
     return result
 

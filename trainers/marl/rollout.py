@@ -69,6 +69,17 @@ def collect(agents: MARLAgents, scenario: ScenarioConfig, n_envs: int,
         if step.done:
             break
         obs = step.leader_obs
+    return with_advantages(lead, foll, gamma, lam) + (kpis.result(),)
+
+
+def with_advantages(lead: dict[str, list], foll: dict[str, list], gamma: float, lam: float
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Per-TTI lists -> PPO batches with GAE ``advantages`` and ``returns`` (eqs. 8-9).
+
+    ``lead`` holds (B, ...) tensors per TTI, ``values`` and ``rewards`` (B,) among them;
+    ``foll`` holds (B, I_max, ...) tensors, ``values``, ``rewards`` and ``active`` (B, I_max).
+    The leader's batch is flattened over (T, B), the followers' over the active (T, B, I_max).
+    """
     lead_t = {k: torch.stack(v) for k, v in lead.items()}  # (T, B, ...)
     foll_t = {k: torch.stack(v) for k, v in foll.items()}  # (T, B, I_max, ...)
 
@@ -88,4 +99,4 @@ def collect(agents: MARLAgents, scenario: ScenarioConfig, n_envs: int,
     on = active.reshape(-1)
     follower_batch = {k: v.flatten(0, 2)[on] for k, v in foll_t.items()
                       if k not in ("rewards", "active")}
-    return leader_batch, follower_batch, kpis.result()
+    return leader_batch, follower_batch

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,38 @@ from trainers.runs.run_dir import (
 RNG_STATE = "rng_state.json"
 HEADLINE = ("leader_utility", "follower_utility", "throughput_mbps", "fairness",
             "collision_rate", "idle_rbg_rate")
+
+
+def ppo_epochs(batch: dict[str, torch.Tensor], evaluate: Callable[[dict], tuple],
+               optimizer: torch.optim.Optimizer, clip_groups: Sequence[list], config,
+               shuffle: torch.Generator) -> dict:
+    """``config.ppo_epochs`` passes of shuffled minibatches of one role's ``batch`` (``logp``,
+    ``values``, ``advantages``, ``returns`` and the inputs ``evaluate`` reads);
+    ``evaluate(minibatch)`` -> (new log-probs, entropies, values), each (M,). Each parameter
+    list of ``clip_groups`` (actor, critic) is clipped to ``max_grad_norm`` on its own.
+    ``config`` has ppo_epochs, minibatch_size, max_grad_norm and :func:`ppo_losses`' fields.
+    Returns the mean losses and diagnostics, ``explained_variance`` and ``decisions``."""
+    c, n = config, len(batch["logp"])
+    stats: dict[str, list[float]] = defaultdict(list)
+    for _ in range(c.ppo_epochs):
+        order = torch.randperm(n, generator=shuffle)
+        for start in range(0, n, c.minibatch_size):
+            idx = order[start:start + c.minibatch_size]
+            mb = {k: v[idx] for k, v in batch.items()}
+            logp, entropy, values = evaluate(mb)
+            out = ppo_losses(logp, mb["logp"], mb["advantages"], values, mb["values"],
+                             mb["returns"], entropy, torch.zeros_like(logp), c)
+            optimizer.zero_grad()
+            out["loss"].backward()
+            for params in clip_groups:
+                torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
+            optimizer.step()
+            for k in ("pg_loss", "v_loss", "entropy_loss", "approx_kl", "clipfrac"):
+                stats[k].append(out[k].detach().item())
+    result = {k: float(np.mean(v)) for k, v in stats.items()}
+    result["explained_variance"] = explained_variance(batch["values"], batch["returns"])
+    result["decisions"] = n
+    return result
 
 
 class MARLTrainer:
@@ -141,32 +173,8 @@ class MARLTrainer:
 
     def ppo_update(self, role: str, batch: dict[str, torch.Tensor],
                    evaluate: Callable[[dict], tuple], shuffle: torch.Generator) -> dict:
-        """``ppo_epochs`` passes of shuffled minibatches; ``evaluate(minibatch)`` ->
-        (new log-probs, entropies, values), each (M,)."""
-        c = self.config
-        optimizer = self.optimizers[role]
-        actor_params, critic_params = self.agents.role_parameters(role)
-        n = len(batch["logp"])
-        stats: dict[str, list[float]] = defaultdict(list)
-        for _ in range(c.ppo_epochs):
-            order = torch.randperm(n, generator=shuffle)
-            for start in range(0, n, c.minibatch_size):
-                idx = order[start:start + c.minibatch_size]
-                mb = {k: v[idx] for k, v in batch.items()}
-                logp, entropy, values = evaluate(mb)
-                out = ppo_losses(logp, mb["logp"], mb["advantages"], values, mb["values"],
-                                 mb["returns"], entropy, torch.zeros_like(logp), c)
-                optimizer.zero_grad()
-                out["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(actor_params, c.max_grad_norm)
-                torch.nn.utils.clip_grad_norm_(critic_params, c.max_grad_norm)
-                optimizer.step()
-                for k in ("pg_loss", "v_loss", "entropy_loss", "approx_kl", "clipfrac"):
-                    stats[k].append(out[k].detach().item())
-        result = {k: float(np.mean(v)) for k, v in stats.items()}
-        result["explained_variance"] = explained_variance(batch["values"], batch["returns"])
-        result["decisions"] = n
-        return result
+        return ppo_epochs(batch, evaluate, self.optimizers[role],
+                          self.agents.role_parameters(role), self.config, shuffle)
 
     # ------------------------------------------------------------------------- evaluation
     @torch.no_grad()

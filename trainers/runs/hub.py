@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 from huggingface_hub import HfApi, ModelCardData, snapshot_download
 
-from textgame.tables import kpi_table
 from grammars import ROLES
+from textgame.tables import kpi_table
 from trainers.stackelberg.config import StackelbergPPOConfig
 
 logger = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
 
 OWNER = "DistillConfig"
 RUNTIMES = ("torch", "onnx")
+BASELINES = ("none", "ppo")
 
 
 def _help(text: str, **kwargs) -> Any:
@@ -46,6 +47,8 @@ class DistillConfig:
         n_envs, bc_episodes, dagger_rounds, dagger_episodes, dagger_beta
     Parameters that control the optimisation:
         epochs_per_round, minibatch_size, learning_rate, weight_decay, max_grad_norm
+    Parameters that control the undistilled baseline (Fig. 14):
+        baseline, baseline_seconds
     Parameters that control the run:
         seed, output_dir, resume_from_checkpoint, overwrite_output_dir, save_total_limit,
         eval_episodes, export_onnx, num_threads
@@ -98,6 +101,15 @@ class DistillConfig:
     weight_decay: float = _help("AdamW weight decay.", default=0.0)
     max_grad_norm: float = _help("Gradient clipping per network.", default=1.0)
 
+    # ------------------------------------------------------------------ undistilled baseline
+    baseline: Literal["none", "ppo"] = _help(
+        "'ppo': after distilling, train the same student architecture from scratch by PPO "
+        "on the same D(I) (trainers.student.ppo_baseline) into output_dir/baseline-ppo, and "
+        "add its columns to the retention table.", default="none")
+    baseline_seconds: float | None = _help(
+        "Wall time of the PPO baseline in seconds; None = the distillation's own wall time.",
+        default=None)
+
     # -------------------------------------------------------------------------------- run
     seed: int = _help("Seed of initialisation, rollouts and minibatch order.", default=0)
     output_dir: str = _help("Run directory: checkpoints, metrics, final student.",
@@ -145,6 +157,10 @@ class DistillConfig:
         _real_in(OWNER, "weight_decay", self.weight_decay, 0.0, 1.0)
         for name in ("learning_rate", "max_grad_norm"):
             _positive(OWNER, name, getattr(self, name))
+        if self.baseline not in BASELINES:
+            _fail("baseline", self.baseline, f"one of {list(BASELINES)}")
+        if self.baseline_seconds is not None:
+            _positive(OWNER, "baseline_seconds", self.baseline_seconds)
         if self.eval_runtime not in RUNTIMES:
             _fail("eval_runtime", self.eval_runtime, f"one of {list(RUNTIMES)}")
         if self.eval_runtime == "onnx" and not self.export_onnx:

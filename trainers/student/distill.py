@@ -208,9 +208,11 @@ class Distiller:
 
 
 def distill(config: DistillConfig, teacher: Teacher | None = None) -> dict:
-    """Distil, save ``final/`` (weights, ONNX) and measure retention at ``eval_ues``.
+    """Distil, save ``final/`` (weights, ONNX) and measure retention at ``eval_ues``; with
+    ``baseline='ppo'`` also train the undistilled baseline for the same wall time.
 
-    Returns ``{"final": path, "history": [...], "retention": [row per I], "seconds": ...}``;
+    Returns ``{"final": path, "history": [...], "retention": [row per I], "seconds": ...}``
+    (plus ``"baseline"``: :func:`trainers.student.ppo_baseline.train_from_scratch`'s result);
     the retention rows also go to ``output_dir/retention.json`` and ``retention.md``.
     """
     from trainers.student.policies import load_student
@@ -221,11 +223,27 @@ def distill(config: DistillConfig, teacher: Teacher | None = None) -> dict:
     history = distiller.train()
     final = distiller.save_model()
     seconds = time.perf_counter() - start
+    result = {"final": final, "history": history, "seconds": seconds}
+    baseline = None
+    if config.baseline == "ppo":
+        result["baseline"] = train_baseline(config, distiller.scenario,
+                                            config.baseline_seconds or seconds)
+        baseline = load_student(result["baseline"]["final"])
     student = load_student(final, config.eval_runtime)
     teacher = distiller.teacher
     rows = retention_table(distiller.scenario, student, (teacher.leader, teacher.follower),
-                           config.eval_ues, config.eval_episodes, config.seed + 1)
+                           config.eval_ues, config.eval_episodes, config.seed + 1, baseline)
     out = distiller.output_dir
     (out / "retention.json").write_text(json.dumps([finite(r) for r in rows], indent=2))
     (out / "retention.md").write_text(markdown(rows))
-    return {"final": final, "history": history, "retention": rows, "seconds": seconds}
+    return {**result, "retention": rows}
+
+
+def train_baseline(config: DistillConfig, scenario: ScenarioConfig, seconds: float) -> dict:
+    """The same student architecture trained from scratch by PPO for ``seconds`` (Fig. 14)."""
+    from trainers.student.ppo_baseline import PPOBaselineConfig, train_from_scratch
+
+    ppo = PPOBaselineConfig(history_len=config.history_len, leader_hidden=config.leader_hidden,
+                            follower_hidden=config.follower_hidden, n_envs=config.n_envs,
+                            seed=config.seed)
+    return train_from_scratch(ppo, scenario, seconds, Path(config.output_dir) / "baseline-ppo")

@@ -30,29 +30,42 @@ def mean_kpis(scenario: ScenarioConfig, leader: LeaderPolicy, follower: Follower
 
 
 def retention_table(scenario: ScenarioConfig, student: tuple, teacher: tuple,
-                    ues: Sequence[int], episodes: int, seed: int) -> list[dict]:
-    """One row per I: the retained KPIs of student and teacher and their ratios."""
+                    ues: Sequence[int], episodes: int, seed: int,
+                    baseline: tuple | None = None) -> list[dict]:
+    """One row per I: the retained KPIs of student and teacher and their ratios; with a
+    ``baseline`` (the undistilled student) also its KPIs and ratios (``baseline_*``)."""
     rows = []
     for n_ues in ues:
         case = with_ues(scenario, n_ues)
-        mine = mean_kpis(case, *student, episodes, seed)
         theirs = mean_kpis(case, *teacher, episodes, seed)
         row: dict = {"ues": n_ues}
-        for kpi in RETAINED:
-            row[f"student_{kpi}"], row[f"teacher_{kpi}"] = mine[kpi], theirs[kpi]
-            row[f"{kpi}_retention"] = mine[kpi] / theirs[kpi] if theirs[kpi] else float("nan")
+        players = {"student": student} if baseline is None else {"student": student,
+                                                                 "baseline": baseline}
+        for name, pair in players.items():
+            mine = mean_kpis(case, *pair, episodes, seed)
+            prefix = "" if name == "student" else "baseline_"
+            for kpi in RETAINED:
+                row[f"{name}_{kpi}"], row[f"teacher_{kpi}"] = mine[kpi], theirs[kpi]
+                row[f"{prefix}{kpi}_retention"] = (mine[kpi] / theirs[kpi] if theirs[kpi]
+                                                   else float("nan"))
         rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| I | leader utility student / teacher | retention | throughput (Mbps) student / "
-            "teacher | retention |\n|---:|---:|---:|---:|---:|")
-    lines = [head]
+    """The retention table; a PPO baseline adds its KPI and retention after the student's."""
+    with_baseline = "baseline_leader_utility" in rows[0]
+    names = ("student", "baseline", "teacher") if with_baseline else ("student", "teacher")
+    players, ratio = " / ".join(names), " (student, baseline)" * with_baseline
+    head = (f"| I | leader utility {players} | retention{ratio} | throughput (Mbps) {players} "
+            f"| retention{ratio} |\n|---:|---:|---:|---:|---:|\n")
+    lines = []
     for r in rows:
-        lines.append(
-            f"| {r['ues']} | {r['student_leader_utility']:.4f} / "
-            f"{r['teacher_leader_utility']:.4f} | {r['leader_utility_retention']:.1%} | "
-            f"{r['student_throughput_mbps']:.4f} / {r['teacher_throughput_mbps']:.4f} | "
-            f"{r['throughput_mbps_retention']:.1%} |")
-    return "\n".join(lines) + "\n"
+        cells = [str(r["ues"])]
+        for kpi in RETAINED:
+            cells.append(" / ".join(f"{r[f'{n}_{kpi}']:.4f}" for n in names))
+            ratios = [r[f"{kpi}_retention"]] + ([r[f"baseline_{kpi}_retention"]]
+                                                 if with_baseline else [])
+            cells.append(", ".join(f"{x:.1%}" for x in ratios))
+        lines.append("| " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
