@@ -15,13 +15,14 @@ import torch
 from accelerate import Accelerator
 from trl import ModelConfig
 
+from grammars import ROLES
 from textgame.config import CellConfig, ScenarioConfig, replace_checked
 from textgame.text_env import TextStackelbergEnv
 from trainers.pag.sampler import compile_action_grammar, replay_masks, token_logprobs
 from trainers.policy.encoding import PromptEncoder, meta_prompt_lines
 from trainers.policy.models import StackelbergPolicy, load_base_model, lora_config
 from trainers.policy.prefix_cache import split_prefixes
-from trainers.stackelberg.config import ROLES, StackelbergPPOConfig
+from trainers.stackelberg.config import StackelbergPPOConfig
 from trainers.stackelberg.rollout import RolloutWorker
 from trainers.stackelberg.update import minibatch_losses, ppo_update
 
