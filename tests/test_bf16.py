@@ -15,9 +15,10 @@ from test_shared_prefix import make_policy
 from transformers import AutoTokenizer
 from trl import ModelConfig
 
+from grammars import ROLES
 from trainers.policy.encoding import PromptEncoder
 from trainers.policy.models import StackelbergPolicy, load_base_model
-from trainers.stackelberg.config import ROLES, StackelbergPPOConfig
+from trainers.stackelberg.config import StackelbergPPOConfig
 from trainers.stackelberg.rollout import RolloutWorker
 from trainers.stackelberg.update import minibatch_losses
 
