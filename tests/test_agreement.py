@@ -116,3 +116,16 @@ def test_round_robin_follows_its_own_pointer(policy, tokenizer, monkeypatch):
 
     monkeypatch.setattr(agreement, "_greedy_texts", stand_in(cyclic, obedient_bits))
     assert expert_agreement(policy, tokenizer, config, episodes=2)["leader_agreement"] == 1.0
+
+
+def test_seeding_prints_and_returns_the_agreement(tiny_path, tmp_path, capsys):
+    import test_trainer  # tests/ is on sys.path under pytest
+
+    trainer = test_trainer.make_trainer(test_trainer.run_config(
+        tiny_path, tmp_path, expert_seeding=True, expert_episodes=2,
+        expert_agreement_episodes=1, expert_agreement_ttis=2))
+    metrics = trainer.seed_with_experts()
+    assert set(metrics) == {"leader", "follower", "agreement"}
+    printed = capsys.readouterr().out
+    assert format_agreement(metrics["agreement"]) in printed
+    assert trainer.policy.role == "leader"

@@ -23,6 +23,13 @@ def test_temperature_decays_linearly_over_the_run():
     assert [round(c.temperature(e), 10) for e in (0, 5, 10, 20)] == [1.0, 0.75, 0.5, 0.5]
 
 
+def test_sft_epochs_per_role_default_to_expert_sft_epochs():
+    c = StackelbergPPOConfig(expert_sft_epochs=2.0)
+    assert (c.sft_epochs("leader"), c.sft_epochs("follower")) == (2.0, 2.0)
+    c = StackelbergPPOConfig(expert_sft_epochs=2.0, expert_follower_sft_epochs=0.25)
+    assert (c.sft_epochs("leader"), c.sft_epochs("follower")) == (2.0, 0.25)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"gamma": 1.5}, "StackelbergPPOConfig.gamma = 1.5 is invalid; allowed: a number in [0.0"),
     ({"clip_range": 0.0}, "StackelbergPPOConfig.clip_range = 0.0"),
@@ -40,6 +47,8 @@ def test_temperature_decays_linearly_over_the_run():
     ({"resume_from_checkpoint": 3}, "resume_from_checkpoint = 3 is invalid; allowed: true"),
     ({"resume_from_checkpoint": True, "overwrite_output_dir": True},
      "overwrite_output_dir = True is invalid; allowed: False when resume_from_checkpoint"),
+    ({"expert_follower_sft_epochs": 0.0}, "expert_follower_sft_epochs = 0.0"),
+    ({"expert_agreement_episodes": -1}, "expert_agreement_episodes = -1"),
 ])
 def test_invalid_values_name_the_field(kwargs, message):
     with pytest.raises(ConfigError) as error:

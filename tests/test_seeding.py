@@ -279,10 +279,12 @@ def test_seed_policy_seeds_both_adapters_from_the_config(tiny, tmp_path):
     model, tokenizer = two_adapter_model(tiny), tiny[1]
     config = StackelbergPPOConfig(
         scenario={"cell": {"ue_counts": [2], "episode_ttis": 2}}, n_envs=2, episodes_per_epoch=2,
-        expert_episodes=2, expert_learning_rate=1e-3, seed=5)
+        expert_episodes=4, expert_learning_rate=1e-3, seed=5, expert_follower_sft_epochs=0.5)
     before = {name: adapter_params(model, name) for name in ("leader", "follower")}
     metrics = seed_policy(model, tokenizer, config, tmp_path)
     assert set(metrics) == {"leader", "follower"}
+    # 8 leader rows (4 episodes x 2 TTIs): 1 step of 8; 16 follower rows, half an epoch: 1 step
+    assert metrics["leader"]["epoch"] == 1.0 and metrics["follower"]["epoch"] == 0.5
     assert all(math.isfinite(m["train_loss"]) for m in metrics.values())
     for name in ("leader", "follower"):
         after = adapter_params(model, name)
