@@ -1,7 +1,8 @@
-"""Training cost per PPO epoch next to the paper's Table IX (Llama 1B on eight A800s).
+"""Training cost per PPO epoch next to the paper's Table IX (Llama 1B on eight A800s), profiled.
 
     python benchmarks/bench_train.py                                   # CPU default, ~3 min
     python benchmarks/bench_train.py --spec llama-3.2-1b --scale 0.0625 --ttis 10 --envs 1 4
+    python benchmarks/bench_train.py --spec /tmp/smollm2-135m --envs 2 --ttis 2 --shared-prefix 0 1
     python benchmarks/bench_train.py --spec llama-3.2-1b --device cuda   # the GPU table:
         # bf16 LoRA and 4-bit QLoRA, I = 5, N = 4, T = 50, B in {1, 8, 32}
 
@@ -9,18 +10,23 @@ The policy is built and trained by the same code as ``recipes/ppo_llama1b.py``: 
 directory loaded by ``StackelbergPolicy.from_model_config`` (bitsandbytes NF4 for QLoRA), LoRA
 r = 16 on every projection, ``StackelbergPPOTrainer.train_epoch`` (rollout of B environments,
 then each role's PPO update). Specs: ``tiny`` (the offline model of
-``trainers.policy.named_models``) or
+``trainers.policy.named_models``),
 ``llama-3.2-1b``: Llama-3.2-1B's architecture (hidden 2048, 16 layers, 32 heads, 8 KV heads,
 intermediate 8192, tied embeddings, 128256 output rows) with random weights, built from a
 ``LlamaConfig`` over the tiny game tokenizer, so nothing is downloaded and the LM head costs
-what the real one does. ``--scale`` shrinks width, heads and depth (not the vocabulary) for CPUs.
+what the real one does (``--scale`` shrinks width, heads and depth, not the vocabulary, for
+CPUs), or the path of any checkpoint directory (model + tokenizer, e.g. SmolLM2-135M).
 
-Per configuration (precision x B, each in a fresh process so peak memories do not mix), after
-one warm-up epoch: rollout and update seconds, decisions per second, decision latency per TTI
-(the leader and all followers of the B environments: tokenising, prefill, PAG decoding; with
-B = 1 the single-environment figure the paper calls decision delay), seconds per episode
-amortised over the B episodes of an epoch, peak GPU memory (``torch.cuda.max_memory_allocated``)
-and peak process RSS.
+Per configuration (shared prefix x precision x B, each in a fresh process so peak memories do
+not mix), after one warm-up epoch: rollout and update seconds, decisions per second, decision
+latency per TTI (the leader and all followers of the B environments: tokenising, prefill, PAG
+decoding; with B = 1 the single-environment figure the paper calls decision delay), seconds per
+episode amortised over the B episodes of an epoch, peak GPU memory and peak process RSS; and the
+epoch's profile (``epoch_profile.py``): rollout prefill, decode steps and grammar masks, update
+forward, backward, optimizer, reference pass and mask replay, the update's tokens per second,
+its FLOP/s next to this machine's dense matmul FLOP/s in the compute dtype, and its own peak
+memory. ``--shared-prefix 0 1`` runs the update without and with the shared meta-prompt
+(``StackelbergPPOConfig.shared_prefix_update``) side by side and prints their ratios.
 """
 
 from __future__ import annotations
@@ -46,6 +52,12 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 PRECISIONS = ("bf16-lora", "qlora-4bit", "fp32-lora")
 FIELDS = ("rollout_s", "update_s", "epoch_s", "decisions_per_s", "tti_latency_ms", "episode_s",
           "peak_gpu_gib", "peak_rss_gib")
+PROFILE = (("prefill_s", "prefill s"), ("decode_s", "decode s"), ("mask_s", "masks s"),
+           ("update_forward_s", "upd fwd s"), ("backward_s", "bwd s"), ("optimizer_s", "optim s"),
+           ("reference_s", "ref s"), ("update_masks_s", "upd masks s"),
+           ("update_ms_per_decision", "upd ms/decision"), ("update_tokens_per_s", "upd tok/s"),
+           ("update_gflop_per_s", "upd GFLOP/s"), ("matmul_gflop_per_s", "matmul GFLOP/s"),
+           ("peak_share", "share of peak"), ("update_peak_gib", "upd peak GiB"))
 
 
 # ------------------------------------------------------------------------------ the model
@@ -78,6 +90,10 @@ def model_dir(args) -> tuple[Path, str]:
 
     from trainers.policy.named_models import build_tiny_model
 
+    if args.spec not in ("tiny", "llama-3.2-1b"):  # a checkpoint directory
+        c = json.loads((Path(args.spec) / "config.json").read_text())
+        return Path(args.spec), (f"{Path(args.spec).name} h{c['hidden_size']} "
+                                 f"l{c['num_hidden_layers']} ({c['vocab_size']} rows)")
     _, tokenizer = build_tiny_model(args.cache_dir)
     if args.spec == "tiny":
         c = json.loads((Path(tokenizer.name_or_path) / "config.json").read_text())
@@ -109,7 +125,7 @@ def model_config(path: Path, precision: str, device: str):
     """TRL ``ModelConfig`` of the recipes (configs/llama1b_bf16.yaml, llama1b_qlora.yaml)."""
     from trl import ModelConfig
 
-    compute = "bfloat16" if device == "cuda" else "float32"  # CPU: no fast bf16 matmuls
+    compute = "bfloat16" if precision == "bf16-lora" or device == "cuda" else "float32"
     if precision == "fp32-lora":
         compute = "float32"
     kwargs = dict(model_name_or_path=str(path), dtype=compute, lora_r=16, lora_alpha=32,
@@ -120,9 +136,10 @@ def model_config(path: Path, precision: str, device: str):
 
 
 # --------------------------------------------------------------------- one configuration
-def measure(args, precision: str, envs: int) -> dict:
-    """Figures of one (precision, B) run in this process."""
+def measure(args, precision: str, envs: int, shared: bool) -> dict:
+    """Figures of one (precision, B, shared prefix) run in this process."""
     import torch
+    from epoch_profile import EpochProfile, matmul_peak
     from transformers import AutoTokenizer
 
     from trainers.policy.models import StackelbergPolicy
@@ -134,18 +151,20 @@ def measure(args, precision: str, envs: int) -> dict:
     path, description = model_dir(args)
     mc, compute = model_config(path, precision, args.device)
     config = StackelbergPPOConfig(
-        scenario={"cell": {"ue_counts": [args.ues], "n_rbgs": args.rbgs,
+        scenario={"cell": {"ue_counts": args.ues, "n_rbgs": args.rbgs,
                            "episode_ttis": args.ttis}},
         n_envs=envs, episodes_per_epoch=envs, total_epochs=1000, minibatch_size=args.minibatch,
         mixed_precision="bf16" if compute == "bfloat16" else "no",
         gradient_checkpointing=precision == "qlora-4bit", eval_every=0, save_every=0,
-        report_to=[], output_dir=str(Path(args.cache_dir) / "bench-train-run"),
-        **({"prefix_cache": args.prefix_cache}
-           if "prefix_cache" in StackelbergPPOConfig.__dataclass_fields__ else {}))
+        report_to=[], overwrite_output_dir=True,
+        output_dir=str(Path(args.cache_dir) / "bench-train-run"),
+        prefix_cache=args.prefix_cache, shared_prefix_update=shared)
     tokenizer = AutoTokenizer.from_pretrained(path)
     policy = StackelbergPolicy.from_model_config(mc, config)
     trainer = StackelbergPPOTrainer(policy, tokenizer, config)
     worker = trainer.worker
+    profile = EpochProfile(trainer, cuda)
+    peak_flops = matmul_peak(getattr(torch, compute), args.device)
     clock: dict[str, float] = {}
 
     def sync():
@@ -169,6 +188,7 @@ def measure(args, precision: str, envs: int) -> dict:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         clock.clear()
+        profile.reset()
         sync()
         start = time.perf_counter()
         record = trainer.train_epoch(epoch)
@@ -180,14 +200,16 @@ def measure(args, precision: str, envs: int) -> dict:
             "decisions_per_s": decisions / clock["rollout"],
             "tti_latency_ms": 1e3 * clock["decide"] / args.ttis, "episode_s": total / envs,
             "decisions": decisions,
-            "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None})
+            "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+            **profile.record(decisions, peak_flops)})
     timed_rows = rows[1:]
-    out = {k: statistics.median(r[k] for r in timed_rows) if timed_rows[0][k] is not None
-           else None for k in (*FIELDS[:-2], "decisions")}
+    keys = [k for k in timed_rows[0] if k not in ("peak_gpu_gib", "update_peak_gib")]
+    out = {k: statistics.median(r[k] for r in timed_rows) for k in keys}
     out["peak_gpu_gib"] = max(r["peak_gpu_gib"] for r in timed_rows) if cuda else None
+    out["update_peak_gib"] = max(r["update_peak_gib"] for r in timed_rows)
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux KiB
     out.update(precision=precision, compute_dtype=compute, B=envs, model=description,
-               warmup_epoch_s=rows[0]["epoch_s"])
+               shared_prefix=shared, warmup_epoch_s=rows[0]["epoch_s"])
     return out
 
 
@@ -197,15 +219,26 @@ def table(result: dict) -> str:
              f"E = B episodes per epoch, {result['epochs']} timed epoch(s) after one warm-up; "
              f"{result['device']} ({result['machine']}, {result['threads']} threads); "
              f"prefix KV cache {'on' if result['prefix_cache'] else 'off'}",
-             "| precision | B | rollout s | update s | decisions/s | TTI decision ms | "
-             "s/episode | peak GPU GiB | peak RSS GiB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| shared prefix | precision | B | rollout s | update s | decisions/s | "
+             "TTI decision ms | s/episode | peak GPU GiB | peak RSS GiB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["runs"]:
         gpu = "-" if r["peak_gpu_gib"] is None else f"{r['peak_gpu_gib']:.2f}"
-        lines.append(f"| {r['precision']} ({r['compute_dtype']}) | {r['B']} | {r['rollout_s']:.2f}"
+        lines.append(f"| {'on' if r['shared_prefix'] else 'off'} | {r['precision']} "
+                     f"({r['compute_dtype']}) | {r['B']} | {r['rollout_s']:.2f}"
                      f" | {r['update_s']:.2f} | {r['decisions_per_s']:.0f} | "
                      f"{r['tti_latency_ms']:.1f} | {r['episode_s']:.3f} | {gpu} | "
                      f"{r['peak_rss_gib']:.2f} |")
+    lines += ["", "epoch profile (seconds per epoch; update FLOP/s against the measured dense "
+              "matmul FLOP/s in the compute dtype; update peak = RSS high-water mark of the "
+              "update on CPU, max allocated on GPU)",
+              "| shared prefix | precision | B | " + " | ".join(h for _, h in PROFILE) + " |",
+              "|---|---|---:|" + "---:|" * len(PROFILE)]
+    for r in result["runs"]:
+        cells = [f"{r[k]:.1%}" if k == "peak_share" else f"{r[k]:.3g}" for k, _ in PROFILE]
+        lines.append(f"| {'on' if r['shared_prefix'] else 'off'} | {r['precision']} | {r['B']} | "
+                     + " | ".join(cells) + " |")
+    lines += ratios(result["runs"])
     lines.append(f"paper Table IX (Llama 1B, 8x A800): {PAPER['peak_memory_gb']} GB peak, "
                  f"{PAPER['episode_s']} s/episode, {PAPER['decision_ms']} ms decision delay; "
                  f"targets on one GPU: QLoRA peak <= {TARGETS['qlora_peak_gb']} GB, "
@@ -217,10 +250,30 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def ratios(runs: list[dict]) -> list[str]:
+    """Shared prefix off / on for each (precision, B) run both ways (targets: >= 2.5x update
+    time per decision, >= 1.5x update peak memory)."""
+    lines = []
+    for on in (r for r in runs if r["shared_prefix"]):
+        off = next((r for r in runs if not r["shared_prefix"] and r["precision"] == on["precision"]
+                    and r["B"] == on["B"]), None)
+        if off is None:
+            continue
+        lines.append(
+            f"{on['precision']} B = {on['B']}: shared prefix off/on: update time per decision "
+            f"{off['update_ms_per_decision'] / on['update_ms_per_decision']:.2f}x, update peak "
+            f"memory {off['update_peak_gib'] / on['update_peak_gib']:.2f}x, reference pass "
+            f"{off['reference_s'] / max(on['reference_s'], 1e-9):.2f}x, epoch "
+            f"{off['epoch_s'] / on['epoch_s']:.2f}x; share of matmul peak "
+            f"{off['peak_share']:.1%} -> {on['peak_share']:.1%}")
+    return [""] + lines if lines else []
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--spec", default="tiny", choices=["tiny", "llama-3.2-1b"])
+    p.add_argument("--spec", default="tiny",
+                   help="'tiny', 'llama-3.2-1b' (random weights) or a checkpoint directory")
     p.add_argument("--scale", type=float, default=1.0,
                    help="llama-3.2-1b: width, heads and layers times this (vocabulary kept)")
     p.add_argument("--hidden", type=int, default=0, help="llama-3.2-1b: hidden size override")
@@ -229,7 +282,8 @@ def main() -> None:
                    help="default: bf16-lora qlora-4bit on cuda, fp32-lora qlora-4bit on CPU")
     p.add_argument("--envs", type=int, nargs="+", default=None,
                    help="B values; default 1 8 32 on cuda, 1 8 on CPU")
-    p.add_argument("--ues", type=int, default=5, help="I: UEs per cell")
+    p.add_argument("--ues", type=int, nargs="+", default=[5],
+                   help="I: UEs per cell (several: drawn per episode, mixed prompts)")
     p.add_argument("--rbgs", type=int, default=4, help="N: RBGs")
     p.add_argument("--ttis", type=int, default=None, help="T: TTIs per episode (default 50 on "
                    "cuda, 10 on CPU)")
@@ -237,12 +291,16 @@ def main() -> None:
     p.add_argument("--minibatch", type=int, default=32, help="PPO minibatch (decisions)")
     p.add_argument("--prefix-cache", type=int, choices=[0, 1], default=1,
                    help="reuse the meta-prompt's KV cache while acting (1) or not (0)")
+    p.add_argument("--shared-prefix", type=int, nargs="+", choices=[0, 1], default=[1],
+                   help="the update shares each meta-prompt (1) or runs every prompt in full "
+                        "(0); '0 1' measures both side by side")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (a shared CPU: 1)")
     p.add_argument("--cache-dir", type=Path,
                    default=Path(tempfile.gettempdir()) / "agentic-mac-tiny")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--one", nargs=2, metavar=("PRECISION", "B"), help=argparse.SUPPRESS)
+    p.add_argument("--one", nargs=3, metavar=("PRECISION", "B", "SHARED"),
+                   help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.device is None:
         import torch
@@ -256,22 +314,24 @@ def main() -> None:
     args.prefix_cache = bool(args.prefix_cache)
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     if args.one:  # child: one configuration, JSON on the last line
-        print(json.dumps(measure(args, args.one[0], int(args.one[1]))))
+        print(json.dumps(measure(args, args.one[0], int(args.one[1]), bool(int(args.one[2])))))
         return
     model_dir(args)  # build the model directory once, before the children read it
     runs = []
     forwarded = [a for a in sys.argv[1:] if a != "--json"]
     for precision in args.precision:
         for envs in args.envs:
-            cmd = [sys.executable, __file__, *forwarded, "--device", args.device,
-                   "--one", precision, str(envs)]
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-                [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if done.returncode:
-                raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    result = {"model": runs[0]["model"], "I": args.ues, "N": args.rbgs, "T": args.ttis,
+            for shared in args.shared_prefix:
+                cmd = [sys.executable, __file__, *forwarded, "--device", args.device,
+                       "--one", precision, str(envs), str(shared)]
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                    [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+                done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if done.returncode:
+                    raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+                runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    result = {"model": runs[0]["model"], "I": "/".join(map(str, args.ues)), "N": args.rbgs,
+              "T": args.ttis,
               "epochs": args.epochs, "device": args.device, "threads": args.threads,
               "machine": platform.processor() or platform.machine(),
               "prefix_cache": args.prefix_cache, "paper": PAPER, "targets": TARGETS,

@@ -5,7 +5,8 @@ QLoRA). :class:`StackelbergPolicy` wraps it with PEFT and one fp32 value head pe
 the final hidden state of the last prompt token. Rollout calls :meth:`~StackelbergPolicy.
 generate_actions` (PAG-constrained sampling + the prompts' values); PPO calls
 :meth:`~StackelbergPolicy.forward_actions` (log-prob logits of recorded actions + values) and
-:meth:`~StackelbergPolicy.reference_logits` (the KL reference: the base with adapters off).
+:meth:`~StackelbergPolicy.reference_logits` (the KL reference: the base with adapters off), both
+computing each distinct meta-prompt of a minibatch once when given the rows' prefix lengths.
 
 Roles. Exactly one adapter is active at a time (PEFT ``set_adapter``). Both adapters' LoRA
 parameters always keep ``requires_grad=True``; a role is isolated because (a) only the active
