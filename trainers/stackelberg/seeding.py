@@ -172,7 +172,8 @@ def seed_policy(model, tokenizer, config: StackelbergPPOConfig,
     Prompts go through the tokenizer's chat template when it has one and
     ``config.use_chat_template`` is set, as in the rollout. Each role trains in
     ``output_dir/<role>`` with the config's seeding epochs (per role), learning rate, seed,
-    precision and gradient checkpointing.
+    precision and gradient checkpointing, logging every step (the loss and token-accuracy
+    histories are whole learning curves).
     """
     render = chat_render(tokenizer) if config.use_chat_template else None
     datasets = expert_dataset(
@@ -184,6 +185,6 @@ def seed_policy(model, tokenizer, config: StackelbergPPOConfig,
         model, tokenizer, datasets[role], adapter_name=role,
         output_dir=os.path.join(output_dir, role), epochs=config.sft_epochs(role),
         learning_rate=config.expert_learning_rate, seed=config.seed,
-        activation_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing, logging_steps=1,
         **precision)
         for role in ROLES}
