@@ -4,6 +4,7 @@
 subcommand         what it does                                module
 =================  ==========================================  ================================
 ``train``          Stackelberg PPO of the leader/follower      :mod:`trainers.cli.train`
+``seed``           expert SFT warm start of both adapters       :mod:`trainers.cli.seed`
 ``evaluate``       any policies on the paper's suites          :mod:`trainers.cli.evaluate`
 ``train-marl``     MAPPO / G-MAC baselines                     :mod:`trainers.cli.train_marl`
 ``simulate``       a KPI table of policy pairs on scenarios    :mod:`trainers.cli.simulate`

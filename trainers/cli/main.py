@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 COMMANDS = {
     "train": ("trainers.cli.train", "Stackelberg PPO of the leader and follower adapters"),
+    "seed": ("trainers.cli.seed", "expert seeding (SFT) of both adapters alone"),
     "evaluate": ("trainers.cli.evaluate", "evaluate policies on the paper's scenario suites"),
     "train-marl": ("trainers.cli.train_marl", "train a MAPPO or G-MAC baseline"),
     "simulate": ("trainers.cli.simulate", "a KPI table of policy pairs on scenarios"),

@@ -35,11 +35,11 @@ PROG = "agentic-mac train"
 BASELINES = {"S-ALOHA": ("idle", "s_aloha"), "Max-Weight": ("max_weight", "dictator")}
 
 
-def parse_args(argv: Sequence[str] | None = None
+def parse_args(argv: Sequence[str] | None = None, prog: str = PROG
                ) -> tuple[StackelbergPPOConfig, ModelConfig]:
     # LoRA is how this trainer works (two adapters on one base): on unless turned off, which
     # preflight then refuses with a message instead of ignoring.
-    return parse((StackelbergPPOConfig, ModelConfig), argv, PROG, __doc__,
+    return parse((StackelbergPPOConfig, ModelConfig), argv, prog, __doc__,
                  defaults={"use_peft": True})
 
 
