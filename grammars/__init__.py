@@ -1,4 +1,4 @@
-"""Protocol action grammars (PAG, SPEC §5): the exact languages of the leader and follower actions.
+"""Protocol action grammars (PAG, design §5): the exact languages of leader and follower actions.
 
 ``leader.lark`` and ``follower.lark`` are Lark templates (``$name`` placeholders) for the CFG
 backend (llguidance); :func:`render_grammar` fills them for (I, N, K) and :func:`render_regex`

@@ -1,4 +1,4 @@
-"""Scenario configuration (SPEC §2 table): the paper defaults and validation at the boundary."""
+"""Scenario configuration (design §2 table): the paper defaults and validation at the boundary."""
 
 from __future__ import annotations
 
@@ -268,7 +268,7 @@ def test_from_dict_keeps_unspecified_fields_at_their_defaults():
 
 
 def test_from_dict_with_more_ues_than_the_default_derives_max_ues():
-    # SPEC §2: "evaluate 2..10" UEs; max_ues is unset, so it follows the new ue_counts.
+    # design §2: "evaluate 2..10" UEs; max_ues is unset, so it follows the new ue_counts.
     scenario = ScenarioConfig.from_dict({"cell": {"ue_counts": list(range(2, 11))}})
     assert scenario.cell.ue_counts == tuple(range(2, 11))
     assert scenario.cell.max_ues == 10

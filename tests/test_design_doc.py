@@ -21,7 +21,7 @@ SCANNED_SUFFIXES = (".py", ".lark")
 SPEC_SECTIONS = ("Layout", "uplink cell", "baselines", "Text game", "Protocol action grammar",
                  "Trainer", "Offline rule", "Headline results")  # §1-§8, in this order
 
-_SECTION_REF = re.compile(r"(?:SPEC|design(?: doc)?)\s+§(\d+(?:\.\d+)?)"
+_SECTION_REF = re.compile(r"design(?: doc)?\s+§(\d+(?:\.\d+)?)"
                           r"((?:\s*(?:,|and|/)\s*§\d+(?:\.\d+)?)*)")
 _MORE_SECTIONS = re.compile(r"§(\d+(?:\.\d+)?)")
 _EQ_REF = re.compile(r"\b[Ee]qs?\.\s*\(?(\d+(?:\s*(?:-|–|,|and)\s*\d+)*)")
@@ -157,3 +157,11 @@ def test_the_doc_resolves_its_own_citations(doc):
     inside = set(_MORE_SECTIONS.findall(doc))  # the doc says "§2.4"; "paper §IV" has no digit
     assert inside <= set(defined_sections(doc))
     assert cited_equations(doc) <= set(defined_equations(doc))
+
+
+def test_no_reference_points_outside_the_repository():
+    """The code cites the repository's design doc, not the design input it was written from."""
+    stale = [f"{path}:{n}" for path in _sources() if path.name != "test_design_doc.py"
+             for n, line in enumerate(path.read_text().splitlines(), start=1)
+             if "SPEC §" in line]
+    assert stale == []

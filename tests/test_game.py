@@ -1,4 +1,4 @@
-"""The Stackelberg game over the simulator (SPEC §2 steps 3-7): DCMs, utilities, turn order.
+"""The Stackelberg game over the simulator (design §2 steps 3-7): DCMs, utilities, turn order.
 
 Expected utilities are written out from eqs. 2, 3 and 5 with explicit numbers. Deterministic set-ups
 use tbler = 0, a channel that never changes and periodic traffic with P = 1 (one dPDU per TTI).

@@ -1,4 +1,4 @@
-"""PAG grammars (SPEC §5): rendering, validation, and languages equal to textgame.parsing."""
+"""PAG grammars (design §5): rendering, validation, and languages equal to textgame.parsing."""
 
 import functools
 import re

@@ -1,4 +1,4 @@
-"""Hub push and download (SPEC §6, Hub bullet), against a fake Hub at the HTTP boundary.
+"""Hub push and download (design §6, Hub bullet), against a fake Hub at the HTTP boundary.
 
 ``huggingface_hub`` sends every request through one shared ``httpx2.Client`` built by the factory
 set with ``set_client_factory``; the fixture installs a client whose ``MockTransport`` answers like

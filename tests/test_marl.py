@@ -1,4 +1,4 @@
-"""MARL baselines (SPEC §3, paper App. B-E): head shapes, MAPPO-G padding and truncation, G-MAC
+"""MARL baselines (design §3, paper App. B-E): head shapes, MAPPO-G padding and truncation, G-MAC
 over any I and its UE-order dependence, config errors, bit-identical resume, save/load, and a
 seeded learning test per algorithm. Tiny networks on a tiny cell (I = 2, N = 2, T = 10)."""
 

@@ -1,4 +1,4 @@
-"""The policy model (SPEC §6): two LoRA adapters on one base, fp32 value heads, role isolation."""
+"""The policy model (design §6): two LoRA adapters on one base, fp32 value heads, role isolation."""
 
 import functools
 import json

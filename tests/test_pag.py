@@ -1,4 +1,4 @@
-"""PAG masking (SPEC §5, eqs. 12-14): constrained sampling, replay, log-probs, PAG off."""
+"""PAG masking (design §5, eqs. 12-14): constrained sampling, replay, log-probs, PAG off."""
 
 import copy
 import functools
@@ -41,7 +41,7 @@ def tiny_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session", params=[True, False], ids=["split-digits", "merged-digits"])
 def tiny(request, tiny_cache):
-    """(model, tokenizer): both test tokenizers (SPEC §5: tokenizers that merge digits work)."""
+    """(model, tokenizer): both test tokenizers (design §5: tokenizers that merge digits work)."""
     return build_tiny_model(tiny_cache, split_digits=request.param)
 
 

@@ -1,4 +1,4 @@
-"""The PettingZoo AEC environment (SPEC §4): API conformance, turn order, seeding, exact rewards."""
+"""The PettingZoo AEC environment (design §4): API conformance, turn order, seeding, rewards."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""StackelbergPPOConfig: SPEC defaults, validation naming the field, TrlParser round trip."""
+"""StackelbergPPOConfig: design defaults, validation naming the field, TrlParser round trip."""
 
 import pytest
 from trl import ModelConfig, TrlParser

@@ -1,4 +1,4 @@
-"""The run directory (SPEC §6, trainers/runs/run_dir.py): explicit resume, an output_dir holding
+"""The run directory (design §6, trainers/runs/run_dir.py): explicit resume, an output_dir holding
 a run refused, overwrite deleting only the run, checkpoints sealed by a manifest (an incomplete
 one skipped with a warning), state loaded without pickle, metrics as strict JSON. The trainer
 level runs the MARL trainer on test_marl's tiny networks (a second or two per run)."""

@@ -1,4 +1,4 @@
-"""Expert seeding (paper §IV, SPEC §6): expert prompt/completion data and SFT of one adapter."""
+"""Expert seeding (paper §IV, design §6): expert prompt/completion data and SFT of one adapter."""
 
 import copy
 import math

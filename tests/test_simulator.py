@@ -1,4 +1,4 @@
-"""The numeric uplink cell (SPEC §2): eq. 1, collisions, erasures, ARQ, traffic, channel, churn.
+"""The numeric uplink cell (design §2): eq. 1, collisions, erasures, ARQ, traffic, channel, churn.
 
 Deterministic cases use tbler = 0, ``stay_prob = 1`` and, where a capacity has to be known in
 advance, the same spectral efficiency for all three channel states.
@@ -16,7 +16,7 @@ from textgame.channel import MarkovChannel
 from textgame.config import CellConfig, ChannelConfig, ConfigError, ScenarioConfig, TrafficConfig
 from textgame.simulator import COLLISION, ERASURE, IDLE, SUCCESS, UplinkSimulator
 
-D = 256  # SPEC default dPDU size
+D = 256  # design default dPDU size
 SE_POOR, SE_MEDIUM, SE_GOOD = 0.2344, 0.3770, 0.6016
 # eq. 1 with n_RB = 4: 4 * 12 * 14 = 672 resource elements per RBG per TTI
 C_POOR = 157  # floor(672 * 0.2344) = floor(157.5168)

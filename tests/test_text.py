@@ -1,4 +1,4 @@
-"""Text layer (SPEC §4, eq. 11): prompt formats, action parsing and formatting."""
+"""Text layer (design §4, eq. 11): prompt formats, action parsing and formatting."""
 
 import re
 

@@ -1,4 +1,4 @@
-"""The batched multi-turn text game (SPEC §4): protocol, lenient/strict modes, numeric parity."""
+"""The batched multi-turn text game (design §4): protocol, lenient/strict modes, numeric parity."""
 
 import re
 

@@ -1,4 +1,4 @@
-"""The tiny offline model (SPEC §7): deterministic, cached on disk, game-trained tokenizers."""
+"""The tiny offline model (design §7): deterministic, cached on disk, game-trained tokenizers."""
 
 import re
 

@@ -1,4 +1,4 @@
-"""StackelbergPPOTrainer (SPEC §6): first PPO ratios, role isolation, exact resume after a kill,
+"""StackelbergPPOTrainer (design §6): first PPO ratios, role isolation, exact resume after a kill,
 data parallelism, learning on the tiny model, logs and checkpoints, and the Hub push.
 
 Everything runs offline on the CPU with the tiny model of

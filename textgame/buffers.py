@@ -1,4 +1,4 @@
-"""FIFO buffers in bits with per-dPDU arrival TTIs (SPEC §2 steps 1 and 6), vectorised.
+"""FIFO buffers in bits with per-dPDU arrival TTIs (design §2 steps 1 and 6), vectorised.
 
 Each UE slot owns a ring of ``Q`` dPDU arrival TTIs. Only the head dPDU can be partly sent, so the
 buffered bits are ``count * D - head_sent``. Draining is ARQ-style: successful capacity removes bits

@@ -1,4 +1,4 @@
-"""Three-state Markov channel with uniform dwell times and aged CSI (SPEC §2 step 2, eq. 46)."""
+"""Three-state Markov channel with uniform dwell times and aged CSI (design §2 step 2, eq. 46)."""
 
 from __future__ import annotations
 

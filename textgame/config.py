@@ -1,4 +1,5 @@
-"""Configuration of the uplink cell (SPEC §2): one dataclass per component, every default from SPEC.
+"""Configuration of the uplink cell (design §2): one dataclass per component, every default
+from the design doc.
 
 Every dataclass validates itself in ``__post_init__`` and raises :class:`ConfigError` naming the
 field, the offending value and what is allowed. ``ScenarioConfig.from_dict`` builds a scenario from
@@ -51,7 +52,7 @@ _fail, _int_at_least, _real_in, _positive = (fail_field, check_int_at_least, che
 
 @dataclass(frozen=True)
 class CellConfig:
-    """The OFDMA cell, its UE population and the episode (SPEC §2 table)."""
+    """The OFDMA cell, its UE population and the episode (design §2 table)."""
 
     n_rbgs: int = 4
     """N: resource block groups per TTI, also the DCM length M."""

@@ -1,4 +1,4 @@
-"""The multi-follower Stackelberg game over the simulator (SPEC §2 steps 3-7).
+"""The multi-follower Stackelberg game over the simulator (design §2 steps 3-7).
 
 Each TTI the leader (BS) sees :class:`LeaderObs` and emits a DCM ``(B, N)``: entry n names
 the active UE (1-based rank among the active slots, 0 = nobody) that RBG n is intended for.

@@ -1,4 +1,4 @@
-"""Key performance indicators (SPEC §2): per episode, then aggregated with 95 % CIs.
+"""Key performance indicators (design §2): per episode, then aggregated with 95 % CIs.
 
 :class:`EpisodeKPIs` accumulates a batch of B lock-step episodes from :class:`GameStep` results and
 returns one value per KPI and environment. :func:`summarize` pools episodes (from any number of

@@ -24,7 +24,7 @@ Entries of the DCM and bitmaps beyond a cell's current share are not executed (f
 the single cell itself, and the network reproduces :class:`textgame.game.StackelbergGame` draw
 for draw.
 
-Order of events in TTI t (SPEC §2 steps, per network):
+Order of events in TTI t (design §2 steps, per network):
 
 1. Arrivals and channel of every UE (the single-cell :class:`UplinkSimulator` over all U UEs of the
    network and the pool of M RBGs: one FIFO buffer and one channel per UE, edge UEs included).
@@ -269,7 +269,7 @@ class NetworkGame:
 
     def _deliver(self, tx: np.ndarray, outcome: np.ndarray, cell_successes: np.ndarray,
                  ) -> NetworkReport:
-        """SPEC §2 step 6 for the network: one drain per UE, credited to home RBGs first."""
+        """design §2 step 6 for the network: one drain per UE, credited to home RBGs first."""
         sim = self.sim
         per_rbg, buffered = sim.capacity(), sim.buffers.bits  # (B, U)
         home = self.to_ues(cell_successes, True)  # (B, U)

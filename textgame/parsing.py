@@ -1,4 +1,4 @@
-"""Action text <-> numeric action (SPEC §4, inverse mapping of eq. 11).
+"""Action text <-> numeric action (design §4, inverse mapping of eq. 11).
 
 The formats are fixed (the PAG grammars of ``grammars/`` are written against them):
 

@@ -1,4 +1,4 @@
-"""A PettingZoo AEC environment over one uplink cell (SPEC §4, last bullet).
+"""A PettingZoo AEC environment over one uplink cell (design §4, last bullet).
 
 Conventions a MARL user must know:
 

@@ -1,4 +1,4 @@
-"""Heuristic leader and follower policies (SPEC §3), vectorised over (B, I_max).
+"""Heuristic leader and follower policies (design §3), vectorised over (B, I_max).
 
 A leader maps :class:`LeaderObs` to a DCM ``(B, N)``; a follower maps :class:`FollowerObs` to a
 bitmap ``(B, I_max, N)`` and a UCM ``(B, I_max)``. Any leader composes with any follower:

@@ -1,4 +1,4 @@
-"""Numeric observation -> text (SPEC §4, eq. 11): the prompts the LLM leader and followers read.
+"""Numeric observation -> text (design §4, eq. 11): the prompts the LLM leader and followers read.
 
 A prompt is a meta-prompt (system: task description and agent identity, from a ``str.format``
 template in ``textgame/templates/``) and an observation text (user). Numbers are plain digits,
@@ -15,7 +15,7 @@ same bytes. Observation texts (``t`` = TTI, outcome words per RBG from :data:`OU
                                                   Action:
 
 One line per active UE in rank order, so the leader prompt grows linearly with I_t (the
-generalisation mechanism of SPEC §4); a follower text holds only its own UE's state.
+generalisation mechanism of design §4); a follower text holds only its own UE's state.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The numeric uplink cell (SPEC §2): the order of events of a TTI, vectorised over B envs.
+"""The numeric uplink cell (design §2): the order of events of a TTI, vectorised over B envs.
 
 ``reset(seed)`` opens TTI 0 (arrivals and channel). ``step(bitmap)`` executes transmission
 (eq. 1), collisions, TBLER erasures and ARQ delivery for the open TTI, applies churn, then opens
@@ -49,7 +49,7 @@ class TTIReport:
 
 def resolve_rbgs(tx: np.ndarray, rng: np.random.Generator, tbler: float,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-RBG outcome of transmissions ``tx`` (B, I, N) bool (SPEC §2 step 5, eq. 1).
+    """Per-RBG outcome of transmissions ``tx`` (B, I, N) bool (design §2 step 5, eq. 1).
 
     An RBG succeeds iff exactly one UE transmits and no erasure (probability ``tbler``, one draw
     per RBG) hits it; two or more transmitters collide and all fail. Returns the outcome (B, N),
@@ -115,7 +115,7 @@ class UplinkSimulator:
         self._open_tti()
 
     def _open_tti(self) -> None:
-        """SPEC §2 steps 1-2 for TTI self.t: the channel moves, then traffic arrives."""
+        """design §2 steps 1-2 for TTI self.t: the channel moves, then traffic arrives."""
         if self.t > 0:
             self.channel.advance(self.rng, self.t)
         arrivals = self.traffic.arrivals(self.t, self.rng, self.n_envs) * self.active
@@ -160,7 +160,7 @@ class UplinkSimulator:
         return report
 
     def next_tti(self) -> None:
-        """Close the executed TTI and open the next one (steps 1-2 of SPEC §2)."""
+        """Close the executed TTI and open the next one (steps 1-2 of design §2)."""
         self.t += 1
         self._open_tti()
 
@@ -175,7 +175,7 @@ class UplinkSimulator:
         return self._dropped
 
     def _churn(self) -> tuple[np.ndarray, np.ndarray]:
-        """SPEC §2 step 8: slots join and leave; a leaving UE's buffer is lost.
+        """design §2 step 8: slots join and leave; a leaving UE's buffer is lost.
 
         A cell is never emptied: where every UE would leave and none join, the lowest active
         slot stays.

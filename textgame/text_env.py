@@ -1,4 +1,4 @@
-"""The batched multi-turn text game (SPEC §4, eq. 11) over :class:`StackelbergGame`.
+"""The batched multi-turn text game (design §4, eq. 11) over :class:`StackelbergGame`.
 
 Per TTI: ``reset(seed)`` or the previous step gives B leader prompts; ``step_leader(texts)`` reads
 B DCM texts and gives one follower prompt per active UE, flattened in (env, slot) order

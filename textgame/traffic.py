@@ -1,4 +1,4 @@
-"""Per-UE packet arrival processes (SPEC §2 step 1, eqs. 47-49), vectorised over (B, I_max)."""
+"""Per-UE packet arrival processes (design §2 step 1, eqs. 47-49), vectorised over (B, I_max)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Leader and follower utilities (SPEC §2, the paper's eqs. 2, 3 and 5) and Jain's index."""
+"""Leader and follower utilities (design §2, the paper's eqs. 2, 3 and 5) and Jain's index."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from textgame.config import RewardConfig
 def jain_index(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """JFI(x) = (sum x)^2 / (I * sum x^2) over the last axis, I = entries in ``mask``.
 
-    Returns 0 where nothing was served (sum x == 0), by the convention of SPEC §2.
+    Returns 0 where nothing was served (sum x == 0), by the convention of design §2.
     """
     x = np.asarray(x, dtype=np.float64)
     mask = np.ones(x.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)

@@ -1,4 +1,4 @@
-"""The PPO maths of SPEC §6, as plain functions to read next to eqs. 8-10 (and 12-13).
+"""The PPO maths of design §6, as plain functions to read next to eqs. 8-10 (and 12-13).
 
 The trainer calls these; it does not re-derive them.
 
@@ -181,7 +181,7 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
 
 # --------------------------------------------------------------------------- LR schedule
 def cosine_with_warmup(step: int, total: int, warmup: int = 0) -> float:
-    """LR factor: linear 0 -> 1 over ``warmup`` steps, then cosine 1 -> 0 at ``total`` (SPEC §6;
+    """LR factor: linear 0 -> 1 over ``warmup`` steps, then cosine 1 -> 0 at ``total`` (design §6;
     the trainer steps per epoch: warmup_epochs, total_epochs). Same curve as transformers'
     ``get_cosine_schedule_with_warmup``."""
     if step < warmup:

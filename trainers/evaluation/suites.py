@@ -1,4 +1,4 @@
-"""Evaluation of any policy on the paper's fixed scenarios (paper §V, App. C; SPEC §3, §8).
+"""Evaluation of any policy on the paper's fixed scenarios (paper §V, App. C; design §3, §8).
 
 A *suite* is a list of :class:`Case` (one scenario each, built from a base scenario):
 
@@ -46,7 +46,7 @@ TRAFFIC_CASES = {"Case 1 (5B)": "BBBBB", "Case 2 (3B/2P)": "BBBPP", "Case 3 (2B/
                  "Case 4 (3B/2O)": "BBBOO", "Case 5 (2B/3O)": "BBOOO",
                  "Case 6 (3B/1P/1O)": "BBBPO", "Case 7 (1B/2P/2O)": "BPPOO"}
 _MODELS = {"B": "bernoulli", "P": "periodic", "O": "bursty"}
-LEGACY_LOADS = (0.2, 0.5, 0.8)  # Table VII's three loads (values lost; assumed = SPEC's lambdas)
+LEGACY_LOADS = (0.2, 0.5, 0.8)  # Table VII's three loads (values lost; assumed: design §2's)
 LEGACY_MIXES = (0, 1, 2, 4, 5)  # legacy UEs among 5: 5 agentic, 4+1, 3+2, 1+4, 5 legacy
 
 
@@ -73,7 +73,7 @@ def _fixed_ues(n: int) -> dict:
 
 
 def suite_cases(suite: str, base: dict | ScenarioConfig | None = None) -> list[Case]:
-    """The cases of ``suite`` on top of ``base`` (a scenario or its mapping; None = SPEC)."""
+    """The cases of ``suite`` on top of ``base`` (a scenario or its mapping; None = design §2)."""
     if suite not in SUITES:
         raise ValueError(f"suite {suite!r} is unknown; allowed: {list(SUITES)}")
     if isinstance(base, ScenarioConfig):

@@ -1,4 +1,4 @@
-"""Learned MARL baselines (SPEC §3, paper App. B-E): MAPPO-S/-G and G-MAC.
+"""Learned MARL baselines (design §3, paper App. B-E): MAPPO-S/-G and G-MAC.
 
     trainer = MARLTrainer(MARLConfig(algo="gmac", output_dir="runs/gmac"))
     trainer.train(); trainer.save_model()

@@ -1,4 +1,4 @@
-"""``MARLConfig``: every hyperparameter of the learned MARL baselines (SPEC §3, paper App. B-E).
+"""``MARLConfig``: every hyperparameter of the learned MARL baselines (design §3, paper App. B-E).
 
 MAPPO (MAPPO-S when retrained per scenario, MAPPO-G when the model trained at one I is applied
 to others) and G-MAC share the UE policy, the features, the critics and the PPO loop; they differ
@@ -63,7 +63,7 @@ class MARLConfig:
         "(GRU unrolled over the active UEs; any I without architecture change).",
         default="mappo")
     scenario: dict | str | None = _help(
-        "Training cell (SPEC §2) as a mapping (YAML) or a JSON string with sections cell, "
+        "Training cell (design §2) as a mapping (YAML) or a JSON string with sections cell, "
         "traffic, channel, reward; None = the paper's MARL training cell (I = 5 fixed, N = 4, "
         "T = 50).", default=None)
     history_len: int = _help(

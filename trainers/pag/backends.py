@@ -1,4 +1,4 @@
-"""PAG backends (SPEC §5): how the allowed token sets V^- of :mod:`trainers.pag.sampler` are made.
+"""PAG backends (design §5): how the allowed token sets V^- of :mod:`trainers.pag.sampler` are made.
 
 A backend compiles one action language for one tokenizer and V into a *program*, and runs a
 batch of rows (one program per row, programs may differ) as a :class:`GrammarState`:

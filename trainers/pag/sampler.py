@@ -1,4 +1,4 @@
-"""Protocol action grammar (PAG) masking, SPEC §5 eqs. 12-14: one interface for rollout and PPO.
+"""Protocol action grammar (PAG) masking, design §5 eqs. 12-14: one interface for rollout and PPO.
 
 ``compile_action_grammar(tokenizer, role, I, N, K)`` -> :class:`ActionGrammar` (cached);
 ``start_states(grammars)`` (one grammar per row) or ``grammar.start(B)`` -> :class:`GrammarState`

@@ -1,4 +1,4 @@
-"""Chat-template rendering of text-game prompts (SPEC §4): a ``render`` for TextStackelbergEnv."""
+"""Chat-template rendering of text-game prompts (design §4): a ``render`` for TextStackelbergEnv."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The policy model (SPEC §6): one base LM, LoRA adapters ``leader`` and ``follower``, value heads.
+"""The policy model (design §6): one base LM, LoRA adapters ``leader``/``follower``, value heads.
 
 :func:`load_base_model` loads the base from TRL's ``ModelConfig`` (bf16/fp32, or 4-bit NF4 =
 QLoRA). :class:`StackelbergPolicy` wraps it with PEFT and one fp32 value head per role, read off
@@ -112,7 +112,7 @@ def lora_config(model_config: ModelConfig) -> LoraConfig:
 
 # ----------------------------------------------------------------------------- value heads
 def value_head(hidden_size: int, width: int) -> nn.Sequential:
-    """3-layer ReLU MLP hidden -> width -> width -> 1, fp32 (SPEC §6)."""
+    """3-layer ReLU MLP hidden -> width -> width -> 1, fp32 (design §6)."""
     return nn.Sequential(nn.Linear(hidden_size, width), nn.ReLU(), nn.Linear(width, width),
                          nn.ReLU(), nn.Linear(width, 1)).float()
 
@@ -199,7 +199,7 @@ class StackelbergPolicy(nn.Module):
                           config: StackelbergPPOConfig | None = None, *,
                           device_map=None) -> StackelbergPolicy:
         """Base from ``model_config``, fresh adapters; head width, seed and gradient
-        checkpointing from ``config`` (SPEC defaults when None)."""
+        checkpointing from ``config`` (design defaults when None)."""
         config = config or StackelbergPPOConfig()
         base = load_base_model(model_config, device_map=device_map,
                                gradient_checkpointing=config.gradient_checkpointing)

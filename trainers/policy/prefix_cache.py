@@ -1,4 +1,4 @@
-"""Meta-prompt KV reuse while acting (SPEC §6 rollout): prefill each meta-prompt once per adapter.
+"""Meta-prompt KV reuse while acting (design §6 rollout): prefill each meta-prompt once per adapter.
 
 Every prompt starts with its role's meta-prompt (the task description; it varies only with I, N,
 K and the UE's number), which is most of a prompt's tokens. :class:`PrefixCache` keeps the

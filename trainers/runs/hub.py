@@ -1,4 +1,4 @@
-"""The Hugging Face Hub side of a trained policy (SPEC §6, Hub bullet).
+"""The Hugging Face Hub side of a trained policy (design §6, Hub bullet).
 
 A pushed repository holds exactly what is needed to play the game again: the two PEFT adapters
 (``leader/`` = base station, ``follower/`` = every UE), the value heads of both roles and a model

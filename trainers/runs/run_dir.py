@@ -1,4 +1,4 @@
-"""The files a training run writes into its output directory, shared by every trainer (SPEC §6).
+"""The files a training run writes into its output directory, shared by every trainer (design §6).
 
 A run is ``checkpoint-<step>/`` directories, ``metrics.jsonl`` (one JSON record per logged step;
 undefined values such as a NaN explained variance are ``null``), ``metrics.csv`` (the records'

@@ -1,9 +1,9 @@
-"""``StackelbergPPOConfig``: every hyperparameter of the Stackelberg PPO trainer (SPEC §6).
+"""``StackelbergPPOConfig``: every hyperparameter of the Stackelberg PPO trainer (design §6).
 
 The model side (checkpoint, dtype, LoRA rank and targets, 4-bit quantisation) is TRL's
 ``ModelConfig``; this dataclass holds the game, the rollout, PPO per role, seeding, checkpoints
 and logging. Field metadata carry the help strings that ``TrlParser``/``HfArgumentParser`` print;
-defaults are SPEC's, those marked *assumed* are ours where the paper gives no number.
+defaults are the design doc's, those marked *assumed* are ours where the paper gives no number.
 """
 
 from __future__ import annotations
@@ -64,14 +64,14 @@ class StackelbergPPOConfig:
 
     # ------------------------------------------------------------------ game and text layer
     scenario: dict | str | None = _help(
-        "The cell (SPEC §2) as a mapping (YAML) or a JSON string with sections cell, traffic, "
-        "channel, reward; None = SPEC defaults (train I ~ U{3, 4, 5}, N = 4, T = 50).",
+        "The cell (design §2) as a mapping (YAML) or a JSON string with sections cell, traffic, "
+        "channel, reward; None = design defaults (train I ~ U{3, 4, 5}, N = 4, T = 50).",
         default=None)
-    history_ttis: int = _help("k: TTIs of history in every prompt (SPEC §4).", default=0)
+    history_ttis: int = _help("k: TTIs of history in every prompt (design §4).", default=0)
     use_chat_template: bool = _help(
         "Render prompts with the tokenizer's chat template when it has one.", default=True)
     pag_backend: Literal["llguidance", "regex", "none"] = _help(
-        "PAG masking (SPEC §5): 'llguidance' (CFG, default), 'regex' (outlines_core DFA) or "
+        "PAG masking (design §5): 'llguidance' (CFG, default), 'regex' (outlines_core DFA) or "
         "'none' (free generation, lenient parsing: the ablation).", default="llguidance")
     follower_policy: Literal["llm", "dictator", "s_aloha", "random"] = _help(
         "Who plays the UEs: 'llm' (the follower adapter, trained) or a textgame heuristic "
@@ -98,7 +98,7 @@ class StackelbergPPOConfig:
     episodes_per_epoch: int = _help(
         "E: episodes collected per epoch and process (a multiple of n_envs).", default=8)
     total_epochs: int = _help("Training epochs (paper Fig. 5 converges by ~1250).", default=1500)
-    temperature_start: float = _help("Sampling temperature at epoch 0 (SPEC §6).", default=1.0)
+    temperature_start: float = _help("Sampling temperature at epoch 0 (design §6).", default=1.0)
     temperature_end: float = _help(
         "Sampling temperature at the last epoch; decays linearly from temperature_start.",
         default=0.3)

@@ -1,4 +1,4 @@
-"""Rollout (SPEC §6, Algorithm 1 lines 5-13): B text games in lock step, batched LLM decisions.
+"""Rollout (design §6, Algorithm 1 lines 5-13): B text games in lock step, batched LLM decisions.
 
 Per TTI: one PAG-constrained generation for the leaders of all B envs, then one for the followers
 of all envs (followers share the follower adapter). Each decision keeps what PPO needs to replay

@@ -1,4 +1,4 @@
-"""Expert seeding (paper §IV, SPEC §6): SFT warm-start of each adapter on expert play.
+"""Expert seeding (paper §IV, design §6): SFT warm-start of each adapter on expert play.
 
 :func:`expert_dataset` plays the numeric experts - a Max-Weight or Round-Robin leader and
 obedient (Dictator) followers - inside :class:`TextStackelbergEnv`, so every prompt is exactly what

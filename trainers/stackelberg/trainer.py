@@ -56,7 +56,7 @@ HEADLINE = ("throughput_mbps", "fairness", "collision_rate", "invalid_action_rat
 
 
 class StackelbergPPOTrainer:
-    """Trains a :class:`trainers.policy.models.StackelbergPolicy` on the text game (SPEC §6)."""
+    """Trains a :class:`trainers.policy.models.StackelbergPolicy` on the text game (design §6)."""
 
     def __init__(self, model, processing_class, args: StackelbergPPOConfig | None = None,
                  accelerator: Accelerator | None = None, base_model_name: str = "") -> None:

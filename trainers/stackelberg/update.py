@@ -1,4 +1,4 @@
-"""PPO update of one role (SPEC §6, Algorithm 1 lines 16-21) over an epoch's decisions.
+"""PPO update of one role (design §6, Algorithm 1 lines 16-21) over an epoch's decisions.
 
 Each minibatch replays the PAG masks of its decisions from their tokens
 (:func:`trainers.pag.sampler.replay_masks`), recomputes the action log-probs at the sampling

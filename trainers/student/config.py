@@ -63,8 +63,8 @@ class DistillConfig:
         "Label with the teacher's most likely action (MARL heads' modes; LLM at temperature "
         "0.3) instead of a sample.", default=True)
     scenario: dict | str | None = _help(
-        "The cell (SPEC §2) as a mapping or a JSON string with sections cell, traffic, channel, "
-        "reward; None = SPEC defaults. Its N and K fix the student's.", default=None)
+        "The cell (design §2) as a mapping or a JSON string with sections cell, traffic, channel, "
+        "reward; None = design defaults. Its N and K fix the student's.", default=None)
     ue_counts: list[int] | None = _help(
         "Support of D(I) for the rollouts (uniform); None = the sizes the teacher was trained "
         "on (MARL/LLM: read from its config; heuristics: the scenario's D(I)) together with "

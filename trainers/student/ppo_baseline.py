@@ -3,7 +3,7 @@
 Same :class:`trainers.student.model.StudentModel` (the leader's bid auction, sampled from its
 Plackett-Luce distribution; the follower MLP with Bernoulli bitmap and categorical UCM heads),
 same features and the same D(I) as the distillation, but no teacher: PPO on the numeric game
-(SPEC §6) for a fixed wall time, with the centralised critics of the MARL baselines
+(design §6) for a fixed wall time, with the centralised critics of the MARL baselines
 (:class:`trainers.marl.networks.PooledLeaderCritic` for any I, :class:`FollowerCritic`), their
 GAE (:func:`trainers.marl.rollout.with_advantages`, eqs. 8-9) and PPO epochs
 (:func:`trainers.marl.trainer.ppo_epochs`, eq. 10). The learning rates decay on a cosine over
