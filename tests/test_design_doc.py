@@ -99,7 +99,7 @@ def _missing(code: dict[Path, str], cited, defined) -> list[str]:
 
 # ---------------------------------------------------------------------------------- tests
 def test_the_parsers_read_every_citation_form():
-    text = ("SPEC §2 step 1; design §6.1, see design doc §5; (SPEC §3, §8); paper §IV; "
+    text = ("design §2 step 1; design §6.1, see design doc §5; (design §3, §8); paper §IV; "
             "eq. 1, eqs. 2, 3 and 5; Eqs. 10 and 12-13; eq. 8-9; eqs. 47–49; eq. 5, JFI = 1/3; "
             "Algorithm 1 lines 5-13, Algorithm 1 line 7")
     assert cited_sections(text) == {"2", "6.1", "5", "3", "8"}
@@ -108,7 +108,7 @@ def test_the_parsers_read_every_citation_form():
 
 
 def test_a_dangling_citation_is_reported():
-    fake = {ROOT / "fake.py": "see SPEC §42 and eqs. 98-99 and Algorithm 1 lines 90-91"}
+    fake = {ROOT / "fake.py": "see design §42 and eqs. 98-99 and Algorithm 1 lines 90-91"}
     assert _missing(fake, cited_sections, ["1", "2"]) == ["fake.py: ['42']"]
     assert _missing(fake, cited_equations, [1, 98]) == ["fake.py: [99]"]
     assert _missing(fake, cited_algorithm_lines, range(1, 91)) == ["fake.py: [91]"]
