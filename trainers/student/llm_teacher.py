@@ -23,13 +23,12 @@ class LLMRuntime:
     """The loaded policy, tokenizer, prompt builder and grammars of one adapter directory."""
 
     def __init__(self, path: str, base_model: str | None, device: str | None) -> None:
-        from trainers.evaluation.suites import Evaluator
         from trainers.policy.chat import chat_render
         from trainers.policy.encoding import PromptEncoder
+        from trainers.policy.scheduler import load_llm
         from trainers.stackelberg.config import StackelbergPPOConfig
 
-        self.policy, self.tokenizer, trained = Evaluator(base_model=base_model,
-                                                         device=device)._load_llm(path)
+        self.policy, self.tokenizer, trained = load_llm(path, base_model, device)
         keep = ("history_ttis", "use_chat_template", "pag_backend", "temperature_end",
                 "follower_policy", "scenario")
         self.config = StackelbergPPOConfig(**{k: trained[k] for k in keep if k in trained})
