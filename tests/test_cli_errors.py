@@ -27,10 +27,12 @@ def files(tmp_path_factory) -> dict[str, str]:
     (d / "syntax.yaml").write_text("total_epochs: [1, 2\n")
     (d / "unknown.yaml").write_text("totl_epochs: 3\n")
     (d / "list.yaml").write_text("- 1\n- 2\n")
+    (d / "marl_algo.yaml").write_text("algo: dqn\n")  # YAML values skip argparse's choices
     (d / "readonly").mkdir()
     (d / "readonly").chmod(0o500)
     return {k: str(d / v) for k, v in (("syntax", "syntax.yaml"), ("unknown", "unknown.yaml"),
-                                      ("list", "list.yaml"), ("readonly", "readonly"))} | {
+                                      ("list", "list.yaml"), ("marl_algo", "marl_algo.yaml"),
+                                      ("readonly", "readonly"))} | {
         "dir": str(d)}
 
 
@@ -50,14 +52,18 @@ CASES = [
      "integer >= 1"),
     ("train", ["--seed", "-5"], "StackelbergPPOConfig.seed = -5 is invalid"),
     ("train", ["--output_dir", ""], "StackelbergPPOConfig.output_dir = '' is invalid"),
-    ("train", ["--pag_backend", "magic"], "StackelbergPPOConfig.pag_backend = 'magic'"),
+    ("train", ["--pag_backend", "magic"], "argument --pag_backend/--pag-backend: invalid choice: "
+     "'magic' (choose from 'llguidance', 'regex', 'none')"),
     ("train", ["--total_epochs", "many"],
      "argument --total_epochs/--total-epochs: invalid int value: 'many'"),
     ("train", ["--report_to", "bogus"], "report_to = 'bogus' is invalid; allowed:"),
     ("train", ["--use_peft", "false"], "use_peft = False is not supported"),
     ("train", ["--output_dir", "{readonly}/run"], "is not writable"),
     ("train", ["--scenario", '{"cell": {"n_rbgs": 0}}'], "CellConfig.n_rbgs = 0 is invalid"),
-    ("train-marl", ["--algo", "dqn"], "MARLConfig.algo = 'dqn' is invalid; allowed: one of"),
+    ("train-marl", ["--algo", "dqn"], "argument --algo: invalid choice: 'dqn' (choose from "
+     "'mappo', 'gmac')"),
+    ("train-marl", ["--config", "{marl_algo}"], "MARLConfig.algo = 'dqn' is invalid; allowed: one "
+     "of ['mappo', 'gmac']"),
     ("train-marl", ["--seed", "-5"], "MARLConfig.seed = -5 is invalid"),
     ("train-marl", ["--ues", "0"], "CellConfig.ue_counts = (0,) is invalid"),
     ("train-marl", ["--output_dir", "{readonly}/run"], "is not writable"),
