@@ -55,7 +55,10 @@ FIELDS = ("rollout_s", "update_s", "epoch_s", "decisions_per_s", "tti_latency_ms
 PROFILE = (("prefill_s", "prefill s"), ("decode_s", "decode s"), ("mask_s", "masks s"),
            ("update_forward_s", "upd fwd s"), ("backward_s", "bwd s"), ("optimizer_s", "optim s"),
            ("reference_s", "ref s"), ("update_masks_s", "upd masks s"),
-           ("update_ms_per_decision", "upd ms/decision"), ("update_tokens_per_s", "upd tok/s"),
+           ("update_ms_per_decision", "upd ms/decision"),
+           ("update_cpu_ms_per_decision", "upd CPU ms/decision"),
+           ("update_tokens_per_s", "upd tok/s"),
+           ("update_gflops", "upd GFLOP"),
            ("update_gflop_per_s", "upd GFLOP/s"), ("matmul_gflop_per_s", "matmul GFLOP/s"),
            ("peak_share", "share of peak"), ("update_peak_gib", "upd peak GiB"))
 
@@ -230,8 +233,8 @@ def table(result: dict) -> str:
                      f"{r['tti_latency_ms']:.1f} | {r['episode_s']:.3f} | {gpu} | "
                      f"{r['peak_rss_gib']:.2f} |")
     lines += ["", "epoch profile (seconds per epoch; update FLOP/s against the measured dense "
-              "matmul FLOP/s in the compute dtype; update peak = RSS high-water mark of the "
-              "update on CPU, max allocated on GPU)",
+              "matmul FLOP/s in the compute dtype, both per second of process CPU time on a CPU;"
+              " update peak = RSS high-water mark of the update on CPU, max allocated on GPU)",
               "| shared prefix | precision | B | " + " | ".join(h for _, h in PROFILE) + " |",
               "|---|---|---:|" + "---:|" * len(PROFILE)]
     for r in result["runs"]:
@@ -261,7 +264,9 @@ def ratios(runs: list[dict]) -> list[str]:
             continue
         lines.append(
             f"{on['precision']} B = {on['B']}: shared prefix off/on: update time per decision "
-            f"{off['update_ms_per_decision'] / on['update_ms_per_decision']:.2f}x, update peak "
+            f"{off['update_ms_per_decision'] / on['update_ms_per_decision']:.2f}x (CPU time "
+            f"{off['update_cpu_ms_per_decision'] / on['update_cpu_ms_per_decision']:.2f}x), "
+            f"FLOPs {off['update_gflops'] / on['update_gflops']:.2f}x, update peak "
             f"memory {off['update_peak_gib'] / on['update_peak_gib']:.2f}x, reference pass "
             f"{off['reference_s'] / max(on['reference_s'], 1e-9):.2f}x, epoch "
             f"{off['epoch_s'] / on['epoch_s']:.2f}x; share of matmul peak "

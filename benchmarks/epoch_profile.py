@@ -76,7 +76,10 @@ def reset_rss_peak() -> bool:
 
 
 def matmul_peak(dtype: torch.dtype, device: str, size: int = 2048, seconds: float = 1.0) -> float:
-    """Best FLOP/s of (size x size) @ (size x size) matmuls in ``dtype`` over a few trials."""
+    """Best FLOP/s of (size x size) @ (size x size) matmuls in ``dtype`` over a few trials,
+    per second of this process's CPU time on a CPU (a shared machine's load does not count;
+    divide by the threads used), of wall-clock time on a GPU."""
+    clock = time.perf_counter if device == "cuda" else time.process_time
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -84,8 +87,8 @@ def matmul_peak(dtype: torch.dtype, device: str, size: int = 2048, seconds: floa
     sync()
     best = 0.0
     for _ in range(3):
-        reps, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds / 3:
+        reps, start = 0, clock()
+        while (elapsed := clock() - start) < seconds / 3:
             a @ b
             sync()
             reps += 1
@@ -100,6 +103,7 @@ class EpochProfile:
         self.cuda = cuda
         self._open: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
+        self.update_cpu_s = 0.0  # the update's process CPU time: robust to a shared CPU's load
         self.tokens = self.flops = 0
         self.update_peak_gib = 0.0
         self._formulas = _flop_formulas()
@@ -123,6 +127,7 @@ class EpochProfile:
 
     def reset(self) -> None:
         self.seconds.clear()
+        self.update_cpu_s = 0.0
         self.tokens = self.flops = 0
         self.update_peak_gib = 0.0
 
@@ -179,9 +184,11 @@ class EpochProfile:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
         reset_rss_peak()
+        cpu = time.process_time()
         try:
             return self._timed("update", self._update, *args, **kwargs)
         finally:
+            self.update_cpu_s += time.process_time() - cpu
             peak = (torch.cuda.max_memory_allocated() / 2**30 if self.cuda
                     else rss_high_water_gib())
             self.update_peak_gib = max(self.update_peak_gib, peak)
@@ -193,8 +200,11 @@ class EpochProfile:
         out["update_ms_per_decision"] = 1e3 * out["update_s"] / max(decisions, 1)
         out["update_tokens_per_s"] = self.tokens / update
         out["update_gflops"] = self.flops / 1e9
-        out["update_gflop_per_s"] = self.flops / update / 1e9
+        busy = update if self.cuda else max(self.update_cpu_s, 1e-9)  # as in matmul_peak
+        out["update_cpu_s"] = self.update_cpu_s
+        out["update_cpu_ms_per_decision"] = 1e3 * self.update_cpu_s / max(decisions, 1)
+        out["update_gflop_per_s"] = self.flops / busy / 1e9
         out["matmul_gflop_per_s"] = matmul_flops / 1e9
-        out["peak_share"] = self.flops / update / matmul_flops
+        out["peak_share"] = self.flops / busy / matmul_flops
         out["update_peak_gib"] = self.update_peak_gib
         return out
