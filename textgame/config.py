@@ -9,6 +9,7 @@ nested mappings (YAML) and rejects unknown keys the same way.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -284,3 +285,17 @@ def replace_checked(config: Any, **changes: Any) -> Any:
             and config.max_ues == max(config.ue_counts)):
         changes["max_ues"] = None
     return dataclasses.replace(config, **changes)
+
+
+def scenario_field(owner: str, value: Any) -> dict | None:
+    """A config's ``scenario`` field as a mapping (a JSON string is parsed) or None, with every
+    section and field validated by :meth:`ScenarioConfig.from_dict`."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            fail_field(owner, "scenario", value, f"a mapping or a JSON object ({error})")
+    if value is not None and not isinstance(value, dict):
+        fail_field(owner, "scenario", value, "None, a mapping or a JSON object")
+    ScenarioConfig.from_dict(value)
+    return value

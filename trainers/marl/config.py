@@ -8,12 +8,11 @@ only in the BS actor. The paper's numbers in App. B-E were lost in extraction: d
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in
+from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in, scenario_field
 from textgame.config import _fail as _fail_field
 from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
 from trainers.stackelberg.config import _help
@@ -138,13 +137,7 @@ class MARLConfig:
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             _fail("algo", self.algo, f"one of {list(ALGOS)}")
-        if isinstance(self.scenario, str):
-            try:
-                self.scenario = json.loads(self.scenario)
-            except json.JSONDecodeError as error:
-                _fail("scenario", self.scenario, f"a mapping or a JSON object ({error})")
-        if self.scenario is not None and not isinstance(self.scenario, dict):
-            _fail("scenario", self.scenario, "None, a mapping or a JSON object")
+        self.scenario = scenario_field(OWNER, self.scenario)
         cell = self.scenario_config().cell  # validates every section and field
         for name in ("ue_hidden", "bs_hidden", "encoder_hidden", "critic_hidden"):
             setattr(self, name, list(_sizes(name, getattr(self, name))))

@@ -38,16 +38,15 @@ from trainers.runs.run_dir import (
     TRAINER_STATE,
     begin_checkpoint,
     checkpoint_problem,
-    clear_run,
     finish_checkpoint,
     latest_complete_checkpoint,
     list_checkpoints,
     load_json,
     load_state,
+    open_run,
     rng_state,
     save_json,
     set_rng_state,
-    start_run,
     write_metrics,
 )
 
@@ -117,10 +116,8 @@ class MARLTrainer:
         interrupted there; a checkpoint is written). Returns the per-update metrics."""
         c = self.config
         if not self._started:  # output_dir checked, checkpoint loaded: once per trainer
-            checkpoint = start_run(OWNER, self.output_dir, c.resume_from_checkpoint,
-                                   c.overwrite_output_dir)
-            if checkpoint is None and c.overwrite_output_dir:
-                clear_run(self.output_dir)
+            checkpoint = open_run(OWNER, self.output_dir, c.resume_from_checkpoint,
+                                  c.overwrite_output_dir)
             if checkpoint is not None:
                 self.load_checkpoint(checkpoint)
             self._started = True

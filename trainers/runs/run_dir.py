@@ -137,6 +137,16 @@ def start_run(owner: str, output_dir: str | Path, resume_from_checkpoint: bool |
     return checkpoint
 
 
+def open_run(owner: str, output_dir: str | Path, resume_from_checkpoint: bool | str | None,
+             overwrite_output_dir: bool) -> Path | None:
+    """:func:`start_run`, then, for a fresh start with ``overwrite_output_dir``, :func:`clear_run`
+    (one process: the Stackelberg trainer does the two steps with barriers between them)."""
+    checkpoint = start_run(owner, output_dir, resume_from_checkpoint, overwrite_output_dir)
+    if checkpoint is None and overwrite_output_dir:
+        clear_run(output_dir)
+    return checkpoint
+
+
 def clear_run(output_dir: str | Path, extra: Iterable[str] = ()) -> None:
     """Delete the previous run's entries (``overwrite_output_dir``); other files stay."""
     for path in run_entries(output_dir, extra):

@@ -8,12 +8,11 @@ defaults are the design doc's, those marked *assumed* are ours where the paper g
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in
+from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in, scenario_field
 from textgame.config import _fail as _fail_field
 from textgame.policies import FOLLOWERS
 from textgame.prompts import TextConfig
@@ -179,14 +178,7 @@ class StackelbergPPOConfig:
     hub_private: bool = _help("Create the Hub repository as private.", default=True)
 
     def __post_init__(self) -> None:
-        if isinstance(self.scenario, str):
-            try:
-                self.scenario = json.loads(self.scenario)
-            except json.JSONDecodeError as error:
-                _fail("scenario", self.scenario, f"a mapping or a JSON object ({error})")
-        if self.scenario is not None and not isinstance(self.scenario, dict):
-            _fail("scenario", self.scenario, "None, a mapping or a JSON object")
-        self.scenario_config()  # validates every section and field
+        self.scenario = scenario_field(OWNER, self.scenario)
         self.text_config()
         if self.pag_backend not in PAG_BACKENDS:
             _fail("pag_backend", self.pag_backend, f"one of {list(PAG_BACKENDS)}")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in
 from textgame.config import _fail as _fail_field
+from textgame.config import _int_at_least, _positive, _real_in, scenario_field
 from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
 
 OWNER = "DistillConfig"
@@ -133,14 +132,7 @@ class DistillConfig:
         if not isinstance(self.teacher, str) or not self.teacher:
             _fail("teacher", self.teacher, "a policy spec: 'LEADER/FOLLOWER', 'marl:DIR' or "
                   "'llm:DIR_OR_REPO'")
-        if isinstance(self.scenario, str):
-            try:
-                self.scenario = json.loads(self.scenario)
-            except json.JSONDecodeError as error:
-                _fail("scenario", self.scenario, f"a mapping or a JSON object ({error})")
-        if self.scenario is not None and not isinstance(self.scenario, dict):
-            _fail("scenario", self.scenario, "None, a mapping or a JSON object")
-        ScenarioConfig.from_dict(self.scenario)  # validates every section and field
+        self.scenario = scenario_field(OWNER, self.scenario)
         if self.ue_counts is not None:
             self.ue_counts = _sizes("ue_counts", self.ue_counts)
         self.follower_hidden = _sizes("follower_hidden", self.follower_hidden)

@@ -32,13 +32,12 @@ from textgame.config import ScenarioConfig
 from trainers.ppo import cosine_with_warmup
 from trainers.runs.run_dir import (
     begin_checkpoint,
-    clear_run,
     finish_checkpoint,
     finite,
     load_json,
     load_state,
+    open_run,
     save_json,
-    start_run,
     write_metrics,
 )
 from trainers.student.config import OWNER, DistillConfig
@@ -85,10 +84,8 @@ class Distiller:
         """Run (or resume) every round, or stop after round ``stop_at`` (as if interrupted)."""
         c = self.config
         if not self._started:  # output_dir checked, checkpoint loaded: once per distiller
-            checkpoint = start_run(OWNER, self.output_dir, c.resume_from_checkpoint,
-                                   c.overwrite_output_dir)
-            if checkpoint is None and c.overwrite_output_dir:
-                clear_run(self.output_dir)
+            checkpoint = open_run(OWNER, self.output_dir, c.resume_from_checkpoint,
+                                  c.overwrite_output_dir)
             if checkpoint is not None:
                 self.load_checkpoint(checkpoint)
             self._started = True
