@@ -48,7 +48,7 @@ CELL = {"cell": {"ue_counts": [2], "n_rbgs": 2, "episode_ttis": 2}}
 RUN = {"dtype": "float32", "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
        "lora_target_modules": ["q_proj", "v_proj"], "scenario": CELL, "n_envs": 2,
        "episodes_per_epoch": 2, "total_epochs": 2, "minibatch_size": 8, "value_head_hidden": 32,
-       "eval_every": 0, "eval_episodes": 2, "resume": False}
+       "eval_every": 0, "eval_episodes": 2}
 
 hub = test_hub.hub  # the fixture: a fake Hub at the HTTP boundary that records every request
 
