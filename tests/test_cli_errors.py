@@ -95,3 +95,20 @@ def test_bad_input_is_one_line_and_exit_2(files, command, args, message):
     assert message in lines[0]
     assert lines[0].startswith(f"agentic-mac {command}: error: " if command in COMMANDS
                                else "agentic-mac: error: ")
+
+
+@pytest.mark.parametrize("config", sorted(p.stem for p in (ROOT / "recipes" / "configs").glob(
+    "*.yaml")))
+def test_every_packaged_config_parses_under_its_command(config):
+    """A key a config no longer has (a renamed field) would refuse the recipe at start."""
+    from trainers.cli.args import parse
+    from trainers.cli.train import parse_args
+    from trainers.cli.train_marl import CellOverrides
+    from trainers.marl.config import MARLConfig
+
+    if config in ("mappo_cpu", "gmac_cpu"):
+        (marl, _) = parse((MARLConfig, CellOverrides), ["--config", config], "x", "")
+        assert marl.algo == config.split("_")[0]
+    else:
+        args, model_args = parse_args(["--config", config])
+        assert args.output_dir and model_args.model_name_or_path
