@@ -46,10 +46,6 @@ def check_positive(owner: str, name: str, value: Any) -> None:
         fail_field(owner, name, value, "a finite number > 0")
 
 
-# The names other modules imported before the validators were public (removed once all use them).
-_fail, _int_at_least, _real_in, _positive = (fail_field, check_int_at_least, check_real_in,
-                                             check_positive)
-
 
 @dataclass(frozen=True)
 class CellConfig:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from textgame.config import ScenarioConfig, _fail, _int_at_least
+from textgame.config import ScenarioConfig, check_int_at_least, fail_field
 from textgame.partition import PARTITIONS
 
 TOPOLOGIES = ("ring", "line")
@@ -51,25 +51,25 @@ class NetworkConfig:
     def __post_init__(self) -> None:
         o = "NetworkConfig"
         if not isinstance(self.scenario, ScenarioConfig):
-            _fail(o, "scenario", self.scenario, "a textgame.config.ScenarioConfig")
+            fail_field(o, "scenario", self.scenario, "a textgame.config.ScenarioConfig")
         cell = self.scenario.cell
         for name in ("join_prob", "leave_prob"):
             if getattr(cell, name) != 0:
-                _fail(o, f"scenario.cell.{name}", getattr(cell, name),
+                fail_field(o, f"scenario.cell.{name}", getattr(cell, name),
                       "0 (the UEs of a network are fixed; no churn)")
         for name in ("n_cells", "local_ues", "partition_period_ttis"):
-            _int_at_least(o, name, getattr(self, name), 1)
+            check_int_at_least(o, name, getattr(self, name), 1)
         if self.topology not in TOPOLOGIES:
-            _fail(o, "topology", self.topology, f"one of {list(TOPOLOGIES)}")
+            fail_field(o, "topology", self.topology, f"one of {list(TOPOLOGIES)}")
         if not isinstance(self.edge_ues, bool):
-            _fail(o, "edge_ues", self.edge_ues, "true or false")
+            fail_field(o, "edge_ues", self.edge_ues, "true or false")
         if self.partition not in PARTITIONS:
-            _fail(o, "partition", self.partition, f"one of {sorted(PARTITIONS)}")
+            fail_field(o, "partition", self.partition, f"one of {sorted(PARTITIONS)}")
         if self.total_rbgs is not None:
-            _int_at_least(o, "total_rbgs", self.total_rbgs, 1)
+            check_int_at_least(o, "total_rbgs", self.total_rbgs, 1)
         if self.max_share_rbgs is not None:
             low = math.ceil(self.pool_rbgs / self.n_cells)
-            _int_at_least(o, "max_share_rbgs", self.max_share_rbgs, low)
+            check_int_at_least(o, "max_share_rbgs", self.max_share_rbgs, low)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> NetworkConfig:
@@ -78,7 +78,7 @@ class NetworkConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            _fail("NetworkConfig", unknown[0], data[unknown[0]], f"one of {sorted(names)}")
+            fail_field("NetworkConfig", unknown[0], data[unknown[0]], f"one of {sorted(names)}")
         data["scenario"] = ScenarioConfig.from_dict(data.get("scenario"))
         return cls(**data)
 

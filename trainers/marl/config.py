@@ -12,8 +12,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in, scenario_field
-from textgame.config import _fail as _fail_field
+from textgame.config import (
+    ScenarioConfig,
+    check_int_at_least,
+    check_positive,
+    check_real_in,
+    scenario_field,
+)
+from textgame.config import fail_field as _fail_field
 from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
 from trainers.stackelberg.config import _help
 
@@ -145,24 +151,24 @@ class MARLConfig:
                      "dcm_embedding_dim", "gru_hidden", "n_envs", "total_updates",
                      "minibatch_size", "ppo_epochs", "save_total_limit", "log_every",
                      "eval_episodes"):
-            _int_at_least(OWNER, name, getattr(self, name), 1)
-        _int_at_least(OWNER, "save_every", self.save_every, 0)
-        _int_at_least(OWNER, "seed", self.seed, 0)
+            check_int_at_least(OWNER, name, getattr(self, name), 1)
+        check_int_at_least(OWNER, "save_every", self.save_every, 0)
+        check_int_at_least(OWNER, "seed", self.seed, 0)
         if self.max_ues is not None:
-            _int_at_least(OWNER, "max_ues", self.max_ues, 1)
+            check_int_at_least(OWNER, "max_ues", self.max_ues, 1)
         if self.num_threads is not None:
-            _int_at_least(OWNER, "num_threads", self.num_threads, 1)
+            check_int_at_least(OWNER, "num_threads", self.num_threads, 1)
         if not self.output_dir:
             _fail("output_dir", self.output_dir, "a directory path")
         if cell.n_rbgs > 16 and self.algo == "gmac":
             _fail("scenario", self.scenario, "n_rbgs <= 16 for G-MAC (2^N DCM embeddings)")
         for name in ("gamma", "gae_lambda"):
-            _real_in(OWNER, name, getattr(self, name), 0.0, 1.0)
+            check_real_in(OWNER, name, getattr(self, name), 0.0, 1.0)
         for name in ("vf_coef", "ent_coef"):
-            _real_in(OWNER, name, getattr(self, name), 0.0, math.inf)
+            check_real_in(OWNER, name, getattr(self, name), 0.0, math.inf)
         for name in ("leader_learning_rate", "follower_learning_rate", "critic_learning_rate",
                      "clip_range", "value_clip_range", "max_grad_norm"):
-            _positive(OWNER, name, getattr(self, name))
+            check_positive(OWNER, name, getattr(self, name))
         self.resume_from_checkpoint = resume_option(OWNER, self.resume_from_checkpoint,
                                                     self.overwrite_output_dir)
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from textgame.config import _fail
+from textgame.config import fail_field
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TMP_PREFIX = ".tmp-"
@@ -68,17 +68,17 @@ def resume_option(owner: str, resume_from_checkpoint: Any, overwrite_output_dir:
     """``resume_from_checkpoint`` as True (latest), a path or None; checks both fields
     (``__post_init__``: a path is checked when the run starts, by :func:`start_run`)."""
     if not isinstance(overwrite_output_dir, bool):
-        _fail(owner, "overwrite_output_dir", overwrite_output_dir, "True or False")
+        fail_field(owner, "overwrite_output_dir", overwrite_output_dir, "True or False")
     value = resume_from_checkpoint
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         value = value.strip().lower() in _TRUE  # the command line gives strings
     if value is False:
         value = None
     if value is not None and value is not True and not isinstance(value, str | os.PathLike):
-        _fail(owner, "resume_from_checkpoint", resume_from_checkpoint,
+        fail_field(owner, "resume_from_checkpoint", resume_from_checkpoint,
               "true (the latest checkpoint in output_dir), a checkpoint path, or unset")
     if value is not None and overwrite_output_dir:
-        _fail(owner, "overwrite_output_dir", overwrite_output_dir,
+        fail_field(owner, "overwrite_output_dir", overwrite_output_dir,
               f"False when resume_from_checkpoint is set (= {resume_from_checkpoint!r})")
     return os.fspath(value) if isinstance(value, os.PathLike) else value
 
@@ -102,7 +102,7 @@ def start_run(owner: str, output_dir: str | Path, resume_from_checkpoint: bool |
         entries = run_entries(output_dir, extra)
         if entries and not overwrite_output_dir:
             held = ", ".join(p.name for p in entries[:4]) + (", ..." if len(entries) > 4 else "")
-            _fail(owner, "output_dir", str(output_dir),
+            fail_field(owner, "output_dir", str(output_dir),
                   f"a directory without a previous run (it holds {held}); set "
                   "resume_from_checkpoint (true = its latest checkpoint, or a path) to continue "
                   "it or overwrite_output_dir to start over")
@@ -110,7 +110,7 @@ def start_run(owner: str, output_dir: str | Path, resume_from_checkpoint: bool |
     if resume_from_checkpoint is True:
         checkpoint = latest_complete_checkpoint(output_dir)
         if checkpoint is None:
-            _fail(owner, "resume_from_checkpoint", True,
+            fail_field(owner, "resume_from_checkpoint", True,
                   f"true only when output_dir = {str(output_dir)!r} holds a complete checkpoint "
                   "(it holds no complete one; start without resume_from_checkpoint), or a checkpoint path")
         logger.info("resuming from %s (%s)", checkpoint.name, checkpoint)
@@ -118,18 +118,18 @@ def start_run(owner: str, output_dir: str | Path, resume_from_checkpoint: bool |
     checkpoint = Path(resume_from_checkpoint)
     problem = checkpoint_problem(checkpoint)
     if problem is not None:
-        _fail(owner, "resume_from_checkpoint", resume_from_checkpoint,
+        fail_field(owner, "resume_from_checkpoint", resume_from_checkpoint,
               f"true or a complete checkpoint directory ({problem})")
     entries = run_entries(output_dir, extra)
     if checkpoint.resolve().parent != Path(output_dir).resolve() and entries:
-        _fail(owner, "output_dir", str(output_dir),
+        fail_field(owner, "output_dir", str(output_dir),
               f"a directory without a run when resuming from {checkpoint} elsewhere (it holds "
               f"{entries[0].name}, ...), or resume_from_checkpoint inside it")
     step = checkpoint_step(checkpoint)
     later = [p.name for p in list_checkpoints(output_dir)
              if _step_of(p) > step and checkpoint_problem(p) is None]
     if later:
-        _fail(owner, "resume_from_checkpoint", resume_from_checkpoint,
+        fail_field(owner, "resume_from_checkpoint", resume_from_checkpoint,
               f"a checkpoint no older than those of output_dir = {str(output_dir)!r}: resuming "
               f"would overwrite its later {', '.join(later)}; move them or use another "
               "output_dir")

@@ -12,8 +12,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from textgame.config import ScenarioConfig, _int_at_least, _positive, _real_in, scenario_field
-from textgame.config import _fail as _fail_field
+from textgame.config import (
+    ScenarioConfig,
+    check_int_at_least,
+    check_positive,
+    check_real_in,
+    scenario_field,
+)
+from textgame.config import fail_field as _fail_field
 from textgame.policies import FOLLOWERS
 from textgame.prompts import TextConfig
 from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
@@ -197,30 +203,30 @@ class StackelbergPPOConfig:
                      "leader_ppo_epochs", "follower_ppo_epochs", "value_head_hidden",
                      "expert_episodes", "eval_episodes", "log_every", "save_total_limit",
                      "gradient_accumulation_steps"):
-            _int_at_least(OWNER, name, getattr(self, name), 1)
+            check_int_at_least(OWNER, name, getattr(self, name), 1)
         for name in ("history_ttis", "legacy_ues", "warmup_epochs", "eval_every", "save_every",
                      "expert_agreement_episodes", "expert_agreement_ttis"):
-            _int_at_least(OWNER, name, getattr(self, name), 0)
+            check_int_at_least(OWNER, name, getattr(self, name), 0)
         if self.num_threads is not None:
-            _int_at_least(OWNER, "num_threads", self.num_threads, 1)
-        _int_at_least(OWNER, "seed", self.seed, 0)
+            check_int_at_least(OWNER, "num_threads", self.num_threads, 1)
+        check_int_at_least(OWNER, "seed", self.seed, 0)
         if not self.output_dir:
             _fail("output_dir", self.output_dir, "a directory path")
         if self.episodes_per_epoch % self.n_envs:
             _fail("episodes_per_epoch", self.episodes_per_epoch,
                   f"a multiple of n_envs ({self.n_envs})")
         for name in ("gamma", "gae_lambda"):
-            _real_in(OWNER, name, getattr(self, name), 0.0, 1.0)
+            check_real_in(OWNER, name, getattr(self, name), 0.0, 1.0)
         for name in ("vf_coef", "ent_coef", "kl_coef", "weight_decay"):
-            _real_in(OWNER, name, getattr(self, name), 0.0, math.inf)
+            check_real_in(OWNER, name, getattr(self, name), 0.0, math.inf)
         for name in ("clip_range", "value_clip_range", "temperature_start", "temperature_end",
                      "max_grad_norm", "leader_learning_rate", "follower_learning_rate",
                      "expert_learning_rate", "expert_sft_epochs"):
-            _positive(OWNER, name, getattr(self, name))
+            check_positive(OWNER, name, getattr(self, name))
         self.resume_from_checkpoint = resume_option(OWNER, self.resume_from_checkpoint,
                                                     self.overwrite_output_dir)
         if self.expert_follower_sft_epochs is not None:
-            _positive(OWNER, "expert_follower_sft_epochs", self.expert_follower_sft_epochs)
+            check_positive(OWNER, "expert_follower_sft_epochs", self.expert_follower_sft_epochs)
         if self.push_to_hub and not self.hub_model_id:
             _fail("hub_model_id", self.hub_model_id, "a repository id when push_to_hub is set")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from textgame.config import _fail as _fail_field
-from textgame.config import _int_at_least, _positive, _real_in, scenario_field
+from textgame.config import check_int_at_least, check_positive, check_real_in, scenario_field
+from textgame.config import fail_field as _fail_field
 from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
 
 OWNER = "DistillConfig"
@@ -140,19 +140,19 @@ class DistillConfig:
         for name in ("history_len", "leader_hidden", "n_envs", "bc_episodes",
                      "dagger_episodes", "epochs_per_round", "minibatch_size",
                      "save_total_limit", "eval_episodes"):
-            _int_at_least(OWNER, name, getattr(self, name), 1)
+            check_int_at_least(OWNER, name, getattr(self, name), 1)
         if self.num_threads is not None:
-            _int_at_least(OWNER, "num_threads", self.num_threads, 1)
+            check_int_at_least(OWNER, "num_threads", self.num_threads, 1)
         for name in ("dagger_rounds", "seed"):
-            _int_at_least(OWNER, name, getattr(self, name), 0)
-        _real_in(OWNER, "dagger_beta", self.dagger_beta, 0.0, 1.0)
-        _real_in(OWNER, "weight_decay", self.weight_decay, 0.0, 1.0)
+            check_int_at_least(OWNER, name, getattr(self, name), 0)
+        check_real_in(OWNER, "dagger_beta", self.dagger_beta, 0.0, 1.0)
+        check_real_in(OWNER, "weight_decay", self.weight_decay, 0.0, 1.0)
         for name in ("learning_rate", "max_grad_norm"):
-            _positive(OWNER, name, getattr(self, name))
+            check_positive(OWNER, name, getattr(self, name))
         if self.baseline not in BASELINES:
             _fail("baseline", self.baseline, f"one of {list(BASELINES)}")
         if self.baseline_seconds is not None:
-            _positive(OWNER, "baseline_seconds", self.baseline_seconds)
+            check_positive(OWNER, "baseline_seconds", self.baseline_seconds)
         if self.eval_runtime not in RUNTIMES:
             _fail("eval_runtime", self.eval_runtime, f"one of {list(RUNTIMES)}")
         if self.eval_runtime == "onnx" and not self.export_onnx:

@@ -22,7 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textgame.config import ConfigError, ScenarioConfig, _int_at_least, _positive, _real_in
+from textgame.config import (
+    ConfigError,
+    ScenarioConfig,
+    check_int_at_least,
+    check_positive,
+    check_real_in,
+)
 from textgame.game import StackelbergGame
 from textgame.metrics import EpisodeKPIs
 from trainers.marl.networks import (
@@ -80,13 +86,13 @@ class PPOBaselineConfig:
 
     def __post_init__(self) -> None:
         for name in ("history_len", "leader_hidden", "n_envs", "ppo_epochs", "minibatch_size"):
-            _int_at_least(OWNER, name, getattr(self, name), 1)
-        _int_at_least(OWNER, "seed", self.seed, 0)
+            check_int_at_least(OWNER, name, getattr(self, name), 1)
+        check_int_at_least(OWNER, "seed", self.seed, 0)
         for name in ("leader_learning_rate", "follower_learning_rate", "critic_learning_rate",
                      "clip_range", "value_clip_range", "max_grad_norm"):
-            _positive(OWNER, name, getattr(self, name))
+            check_positive(OWNER, name, getattr(self, name))
         for name in ("gamma", "gae_lambda"):
-            _real_in(OWNER, name, getattr(self, name), 0.0, 1.0)
+            check_real_in(OWNER, name, getattr(self, name), 0.0, 1.0)
         if self.kl_coef != 0.0:
             raise ConfigError(f"{OWNER}.kl_coef = {self.kl_coef!r} is invalid; allowed: 0.0 "
                               "(PPO from scratch has no reference policy)")
