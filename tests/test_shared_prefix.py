@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from test_speed import decision_inputs  # tests/ is on sys.path under pytest
 from trl import ModelConfig
 
 from grammars import ROLES
-from textgame.config import CellConfig, ScenarioConfig, replace_checked
-from textgame.text_env import TextStackelbergEnv
-from trainers.pag.sampler import compile_action_grammar, replay_masks, token_logprobs
-from trainers.policy.encoding import PromptEncoder, meta_prompt_lines
+from trainers.pag.sampler import replay_masks, token_logprobs
+from trainers.policy.encoding import PromptEncoder
 from trainers.policy.models import StackelbergPolicy, load_base_model, lora_config
 from trainers.policy.prefix_cache import split_prefixes
 from trainers.stackelberg.config import StackelbergPPOConfig
@@ -55,19 +54,7 @@ def make_policy(path, checkpointing=False, dtype=None):
 def decisions(policy, tokenizer, role):
     """Sampled actions of one decision batch over envs with I in {3, 5, 11} and the inputs:
     meta-prompts of 2 (leader) and 3 (follower: UE 10 and 11) lengths."""
-    cell = replace_checked(CellConfig(), ue_counts=(3, 5, 11))
-    env = TextStackelbergEnv(ScenarioConfig(cell=cell), n_envs=5)
-    prompts = env.reset(0)
-    n_active = env.game.sim.active.sum(axis=1)
-    if role == "follower":
-        prompts = env.step_leader(["1 2 3 0"] * 5)
-        n_active = [n_active[b] for b, _ in env.follower_slots]
-    grammars = [compile_action_grammar(tokenizer, role, int(i), 4, 4,
-                                       vocab_size=policy.vocab_size) for i in n_active]
-    encoder = PromptEncoder(tokenizer)
-    ids, mask = encoder(prompts)
-    template = getattr(env.builder, f"{role}_template")
-    prefix = encoder.prefix_lengths(prompts, meta_prompt_lines(env.builder.render, template))
+    ids, mask, grammars, prefix = decision_inputs(policy, tokenizer, role, (3, 5, 11), 5, 0)
     action, _ = policy.generate_actions(role, ids, mask, grammars, temperature=TEMPERATURE,
                                         generator=torch.Generator().manual_seed(0))
     masks = replay_masks(grammars, action.tokens, action.lengths)

@@ -44,14 +44,15 @@ def make_policy(path):
     return policy
 
 
-def decide(policy, tokenizer, role, reuse, seed=0):
-    """One decision batch of ``role`` over envs with I in {3, 4, 5} (several meta-prompts)."""
-    cell = replace_checked(CellConfig(), ue_counts=(3, 4, 5))
-    env = TextStackelbergEnv(ScenarioConfig(cell=cell), n_envs=6)
+def decision_inputs(policy, tokenizer, role, ue_counts, n_envs, seed):
+    """``(ids, mask, grammars, prefix lengths)`` of one decision batch of ``role``: a text game
+    of ``n_envs`` envs with I drawn from ``ue_counts`` (several meta-prompts), DCM "1 2 3 0"."""
+    cell = replace_checked(CellConfig(), ue_counts=tuple(ue_counts))
+    env = TextStackelbergEnv(ScenarioConfig(cell=cell), n_envs=n_envs)
     prompts = env.reset(seed)
     n_active = env.game.sim.active.sum(axis=1)
     if role == "follower":
-        prompts = env.step_leader(["1 2 3 0"] * 6)
+        prompts = env.step_leader(["1 2 3 0"] * n_envs)
         n_active = [n_active[b] for b, _ in env.follower_slots]
     grammars = [compile_action_grammar(tokenizer, role, int(i), 4, 4,
                                        vocab_size=policy.vocab_size) for i in n_active]
@@ -59,6 +60,12 @@ def decide(policy, tokenizer, role, reuse, seed=0):
     ids, mask = encoder(prompts)
     template = getattr(env.builder, f"{role}_template")
     prefix = encoder.prefix_lengths(prompts, meta_prompt_lines(env.builder.render, template))
+    return ids, mask, grammars, prefix
+
+
+def decide(policy, tokenizer, role, reuse, seed=0):
+    """One decision batch of ``role`` over envs with I in {3, 4, 5} (several meta-prompts)."""
+    ids, mask, grammars, prefix = decision_inputs(policy, tokenizer, role, (3, 4, 5), 6, seed)
     return policy.generate_actions(role, ids, mask, grammars, temperature=0.8,
                                    generator=torch.Generator().manual_seed(seed),
                                    prefix_lengths=prefix if reuse else None)
