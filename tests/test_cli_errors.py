@@ -60,6 +60,12 @@ CASES = [
     ("train", ["--use_peft", "false"], "use_peft = False is not supported"),
     ("train", ["--output_dir", "{readonly}/run"], "is not writable"),
     ("train", ["--scenario", '{"cell": {"n_rbgs": 0}}'], "CellConfig.n_rbgs = 0 is invalid"),
+    ("train", ["--init_adapters", "/nonexistent"], "StackelbergPPOConfig.init_adapters = "
+     "'/nonexistent' is invalid; allowed: an existing policy directory or a Hub repository id"),
+    ("train", ["--init_adapters", "{dir}"], "allowed: a complete policy directory (policy "
+     "directory"),
+    ("train", ["--init_adapters", "a/b", "--expert_seeding", "true"], "init_adapters = 'a/b' is "
+     "invalid; allowed: None when expert_seeding is set"),
     ("train-marl", ["--algo", "dqn"], "argument --algo: invalid choice: 'dqn' (choose from "
      "'mappo', 'gmac')"),
     ("train-marl", ["--config", "{marl_algo}"], "MARLConfig.algo = 'dqn' is invalid; allowed: one "

@@ -241,6 +241,23 @@ def test_refuses_an_output_dir_holding_a_run(tiny_path, tmp_path):
     assert trainer.epoch == 0 and not trainer.checkpoints()
 
 
+def test_init_adapters_starts_from_a_saved_policy(tiny_path, tmp_path):
+    saved = make_trainer(run_config(tiny_path, tmp_path / "seeded"))
+    perturb_adapters(saved.policy, seed=3)
+    with torch.no_grad():  # lora_A and the heads too: every trainable tensor differs from fresh
+        for parameter in saved.policy.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.25)
+    folder = saved.save_model(tmp_path / "seeded" / "final")
+    fresh = make_trainer(run_config(tiny_path, tmp_path / "fresh"))
+    started = make_trainer(run_config(tiny_path, tmp_path / "started", init_adapters=str(folder)))
+    started._start()
+    want, got, before = (snapshot(t.policy) for t in (saved, started, fresh))
+    trainable = {n for n, p in started.policy.named_parameters() if p.requires_grad}
+    assert trainable and all(torch.equal(got[n], want[n]) for n in got)
+    assert all(not torch.equal(got[n], before[n]) for n in trainable)
+
+
 def test_last_checkpoint_ignores_half_written_checkpoints(tiny_path, tmp_path):
     trainer = make_trainer(run_config(tiny_path, tmp_path))
     assert trainer.last_checkpoint() is None

@@ -261,6 +261,19 @@ def check_learned(owner: str, name: str, spec: str, kind: str, path: str) -> Non
                    + (" or a Hub repository id" if kind == "llm" else ""))
 
 
+def check_policy_dir(owner: str, name: str, path: str) -> None:
+    """``path`` is a complete saved policy directory, or has the form of a Hub repo id."""
+    from trainers.runs.hub import check_layout
+
+    if Path(path).exists():
+        try:
+            check_layout(path)
+        except ValueError as error:
+            fail_field(owner, name, path, f"a complete policy directory ({error})")
+    elif not _HUB_ID.match(path):
+        fail_field(owner, name, path, "an existing policy directory or a Hub repository id")
+
+
 def load_scenario(text: str | None):
     """A ``ScenarioConfig`` from a YAML file (sections, or under ``scenario``) or a JSON object;
     None gives the design defaults."""

@@ -23,6 +23,7 @@ from trl import ModelConfig
 from trainers.cli.args import (
     CLIError,
     check_output_dir_writable,
+    check_policy_dir,
     check_run_dir,
     check_trackers,
     parse,
@@ -52,6 +53,8 @@ def preflight(args: StackelbergPPOConfig, model_args: ModelConfig) -> str:
     check_trackers(args.report_to)
     check_output_dir_writable("output_dir", args.output_dir)
     check_run_dir("StackelbergPPOConfig", args)
+    if args.init_adapters:
+        check_policy_dir("StackelbergPPOConfig", "init_adapters", args.init_adapters)
     name = model_args.model_name_or_path or "tiny"
     model_args.model_name_or_path = resolve_model(name, args)
     from trainers.policy.named_models import hub_base_model

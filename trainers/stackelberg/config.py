@@ -151,6 +151,10 @@ class StackelbergPPOConfig:
         "obedience (0 = skip).", default=4)
     expert_agreement_ttis: int = _help(
         "TTIs per agreement episode (0 = the scenario's episode length).", default=10)
+    init_adapters: str | None = _help(
+        "Start from the adapters and value heads of a saved policy directory or Hub repo id "
+        "instead of fresh ones: 'agentic-mac seed's <output_dir>/seeded, a run's final/ or a "
+        "checkpoint; None = fresh adapters (then expert_seeding, if set).", default=None)
 
     # ------------------------------------------------------------- evaluation, logging
     eval_every: int = _help("Evaluate every this many epochs (0 = only at the end).", default=50)
@@ -227,6 +231,11 @@ class StackelbergPPOConfig:
                                                     self.overwrite_output_dir)
         if self.expert_follower_sft_epochs is not None:
             check_positive(OWNER, "expert_follower_sft_epochs", self.expert_follower_sft_epochs)
+        if self.init_adapters is not None and self.expert_seeding:
+            _fail("init_adapters", self.init_adapters,
+                  "None when expert_seeding is set (the adapters come from one or the other)")
+        if self.init_adapters is not None and not self.init_adapters:
+            _fail("init_adapters", self.init_adapters, "a policy directory or Hub repo id")
         if self.push_to_hub and not self.hub_model_id:
             _fail("hub_model_id", self.hub_model_id, "a repository id when push_to_hub is set")
 

@@ -27,7 +27,7 @@ from textgame.metrics import summarize
 from trainers.policy.chat import chat_render
 from trainers.policy.encoding import PromptEncoder
 from trainers.ppo import cosine_lr_scheduler
-from trainers.runs.hub import write_trainer_config
+from trainers.runs.hub import download, write_trainer_config
 from trainers.runs.run_dir import (
     CHECKPOINT_PREFIX,
     TMP_PREFIX,
@@ -126,6 +126,8 @@ class StackelbergPPOTrainer:
         self._started = True
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
+        elif args.init_adapters:
+            self.policy.load_adapter_weights(download(args.init_adapters))
         elif args.expert_seeding:
             self.seed_with_experts()
 
