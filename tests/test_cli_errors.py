@@ -118,3 +118,17 @@ def test_every_packaged_config_parses_under_its_command(config):
     else:
         args, model_args = parse_args(["--config", config])
         assert args.output_dir and model_args.model_name_or_path
+
+
+@pytest.mark.parametrize("command", ["train", "seed", "evaluate", "train-marl", "simulate",
+                                     "distill"])
+def test_every_command_prints_its_help(command, capsys):
+    """Help is prose: a '%' in a field's help ("95 % CI") must not break argparse."""
+    from trainers.cli.main import COMMANDS, main
+
+    assert command in COMMANDS
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and "--output_dir" in out

@@ -42,6 +42,12 @@ class _Parser(TrlParser):
     def error(self, message: str):  # argparse's hook for every usage error
         raise CLIError(f"{message} (see --help)")
 
+    def add_argument(self, *args, **kwargs):
+        # Field help is prose ("95 % CIs"), not a %-format string: argparse would choke on it.
+        if isinstance(kwargs.get("help"), str):
+            kwargs["help"] = kwargs["help"].replace("%", "%%")
+        return super().add_argument(*args, **kwargs)
+
 
 def config_path(value: str) -> Path:
     """``--config`` as given, or the name of a packaged config (``tiny_cpu`` ->
