@@ -258,6 +258,25 @@ def test_init_adapters_starts_from_a_saved_policy(tiny_path, tmp_path):
     assert all(not torch.equal(got[n], before[n]) for n in trainable)
 
 
+def test_zero_epochs_evaluates_and_saves_the_starting_policy(tiny_path, tmp_path, capsys):
+    """``train --total_epochs 0 --init_adapters DIR``: the zero-shot / seeded row of a table."""
+    from trainers.cli.train import main
+
+    saved = make_trainer(run_config(tiny_path, tmp_path / "seeded"))
+    perturb_adapters(saved.policy, seed=5)
+    folder = saved.save_model(tmp_path / "seeded" / "final")
+    config = run_config(tiny_path, tmp_path / "zero", total_epochs=0, init_adapters=str(folder),
+                        eval_episodes=4)
+    assert main(["--config", str(write_yaml(tmp_path / "zero.yaml", config))]) == 0
+    out = capsys.readouterr().out
+    assert "no PPO epochs (total_epochs = 0)" in out and "LLM (Stackelberg PPO)" in out
+    for role in ROLES:
+        name = f"{role}/adapter_model.safetensors"
+        want, got = load_file(folder / name), load_file(tmp_path / "zero" / "final" / name)
+        assert want.keys() == got.keys()
+        assert all(torch.equal(want[k], got[k]) for k in want)
+
+
 def test_last_checkpoint_ignores_half_written_checkpoints(tiny_path, tmp_path):
     trainer = make_trainer(run_config(tiny_path, tmp_path))
     assert trainer.last_checkpoint() is None

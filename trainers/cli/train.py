@@ -125,7 +125,9 @@ def report(history: list[dict], rows: dict[str, dict[str, float]], seconds: floa
     lines = ["learning curve (mean utilities of the epoch's episodes)",
              "| epoch | temperature | leader utility | follower utility | invalid actions |",
              "|---:|---:|---:|---:|---:|"]
-    for r in history[::step] + ([history[-1]] if (len(history) - 1) % step else []):
+    if not history:
+        lines = ["no PPO epochs (total_epochs = 0): the starting policy"]
+    for r in history[::step] + ([history[-1]] if history and (len(history) - 1) % step else []):
         lines.append(f"| {r['epoch']} | {r['temperature']:.2f} | {r['leader_utility']:.4f} | "
                      f"{r['follower_utility']:.4f} | {r['invalid_action_rate']:.3f} |")
     lines += ["", "final KPIs on the training scenario", kpi_table(rows, HEADLINE)]

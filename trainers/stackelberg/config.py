@@ -102,7 +102,10 @@ class StackelbergPPOConfig:
         default=True)
     episodes_per_epoch: int = _help(
         "E: episodes collected per epoch and process (a multiple of n_envs).", default=8)
-    total_epochs: int = _help("Training epochs (paper Fig. 5 converges by ~1250).", default=1500)
+    total_epochs: int = _help(
+        "Training epochs (paper Fig. 5 converges by ~1250); 0 = no PPO: the starting policy "
+        "(fresh adapters = the base model, init_adapters or expert seeding) is evaluated and "
+        "saved.", default=1500)
     temperature_start: float = _help("Sampling temperature at epoch 0 (design §6).", default=1.0)
     temperature_end: float = _help(
         "Sampling temperature at the last epoch; decays linearly from temperature_start.",
@@ -203,12 +206,13 @@ class StackelbergPPOConfig:
                 _fail(name, getattr(self, name), "True or False")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             _fail("mixed_precision", self.mixed_precision, "'no', 'fp16' or 'bf16'")
-        for name in ("n_envs", "episodes_per_epoch", "total_epochs", "minibatch_size",
+        for name in ("n_envs", "episodes_per_epoch", "minibatch_size",
                      "leader_ppo_epochs", "follower_ppo_epochs", "value_head_hidden",
                      "expert_episodes", "eval_episodes", "log_every", "save_total_limit",
                      "gradient_accumulation_steps"):
             check_int_at_least(OWNER, name, getattr(self, name), 1)
-        for name in ("history_ttis", "legacy_ues", "warmup_epochs", "eval_every", "save_every",
+        for name in ("total_epochs", "history_ttis", "legacy_ues", "warmup_epochs", "eval_every",
+                     "save_every",
                      "expert_agreement_episodes", "expert_agreement_ttis"):
             check_int_at_least(OWNER, name, getattr(self, name), 0)
         if self.num_threads is not None:
