@@ -143,6 +143,46 @@ def test_first_ppo_pass_has_ratio_one_for_both_roles(tiny_path, tmp_path):
         assert float(out["kl_loss"]) > 1e-3, role
 
 
+def test_kl_reference_start_is_the_frozen_starting_policy(tiny_path, tmp_path):
+    """kl_reference: start — KL 0 on the first pass, the reference stays put while the role
+    trains, and a checkpoint carries it."""
+    saved = make_trainer(run_config(tiny_path, tmp_path / "seeded"))
+    perturb_adapters(saved.policy, seed=7)
+    folder = saved.save_model(tmp_path / "seeded" / "final")
+    config = run_config(tiny_path, tmp_path / "run", init_adapters=str(folder),
+                        kl_reference="start", save_every=1)
+    trainer = make_trainer(config)
+    trainer._start()
+    policy, args = trainer.policy, trainer.args
+    leader, follower, _ = trainer.worker.collect(0)
+    policy.eval()
+    with torch.no_grad():
+        for role, d in (("leader", leader), ("follower", follower)):
+            out = minibatch_losses(policy, role, d, np.arange(len(d)), args, trainer.eos,
+                                   trainer.pad)
+            assert float(out["kl_loss"]) == 0.0, role  # the reference is this very policy
+    reference = {n: p.detach().clone() for n, p in policy.named_parameters() if "_ref." in n}
+    assert reference and not any(p.requires_grad for n, p in policy.named_parameters()
+                                 if "_ref." in n)
+    before = snapshot(policy)
+    ppo_update(policy, "leader", leader, trainer.optimizers["leader"], args, trainer.accelerator,
+               trainer.rng, trainer.eos, trainer.pad)
+    after = snapshot(policy)
+    assert all(torch.equal(after[n], t) for n, t in reference.items())
+    assert any(not torch.equal(before[n], after[n]) for n in role_names(policy, "leader"))
+    with torch.no_grad():
+        out = minibatch_losses(policy, "leader", leader, np.arange(len(leader)), args,
+                               trainer.eos, trainer.pad)
+    assert float(out["kl_loss"]) > 0.0
+    trainer.epoch = 1
+    checkpoint = trainer.save_checkpoint()
+    resumed = make_trainer({**config, "resume_from_checkpoint": str(checkpoint)})
+    resumed._start()
+    again = snapshot(resumed.policy)
+    assert all(torch.equal(again[n], t) for n, t in reference.items())
+    assert all(torch.equal(again[n], after[n]) for n in role_names(policy, "leader"))
+
+
 # -------------------------------------------------------------------------- role isolation
 def update_one_role(tiny_path, output_dir, role) -> tuple[StackelbergPolicy, dict, dict]:
     """(policy, parameters before, after) one ppo_update of ``role`` on an epoch's decisions."""

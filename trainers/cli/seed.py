@@ -27,7 +27,7 @@ PROG = "agentic-mac seed"
 def seed(args, model_args) -> Path:
     from trainers.policy.encoding import load_tokenizer
     from trainers.policy.models import StackelbergPolicy
-    from trainers.stackelberg.trainer import StackelbergPPOTrainer
+    from trainers.stackelberg.trainer import SEEDED, StackelbergPPOTrainer
 
     start = time.perf_counter()
     args = dataclasses.replace(args, expert_seeding=True)
@@ -44,7 +44,7 @@ def seed(args, model_args) -> Path:
         print(f"{role}: SFT {m['train_runtime']:.0f} s, {m['train_samples_per_second']:.2f} "
               f"rows/s, mean loss {m['train_loss']:.4f}, token accuracy of the first and last "
               f"step {accuracy[0]:.3f} -> {accuracy[-1]:.3f}")
-    folder = trainer.save_model(Path(args.output_dir) / "seeded")
+    folder = Path(args.output_dir) / SEEDED  # written by seed_with_experts
     print(f"seeded adapters in {folder}; wall time {time.perf_counter() - start:.0f} s")
     return folder
 

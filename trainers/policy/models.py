@@ -5,8 +5,9 @@ QLoRA). :class:`StackelbergPolicy` wraps it with PEFT and one fp32 value head pe
 the final hidden state of the last prompt token. Rollout calls :meth:`~StackelbergPolicy.
 generate_actions` (PAG-constrained sampling + the prompts' values); PPO calls
 :meth:`~StackelbergPolicy.forward_actions` (log-prob logits of recorded actions + values) and
-:meth:`~StackelbergPolicy.reference_logits` (the KL reference: the base with adapters off), both
-computing each distinct meta-prompt of a minibatch once when given the rows' prefix lengths.
+:meth:`~StackelbergPolicy.reference_logits` (the KL reference: the base with adapters off, or
+frozen copies of the adapters PPO started from after :meth:`~StackelbergPolicy.freeze_reference`),
+both computing each distinct meta-prompt of a minibatch once when given the rows' prefix lengths.
 
 Roles. Exactly one adapter is active at a time (PEFT ``set_adapter``). Both adapters' LoRA
 parameters always keep ``requires_grad=True``; a role is isolated because (a) only the active
@@ -32,6 +33,7 @@ from peft import (
     LoraConfig,
     PeftModel,
     get_peft_model,
+    get_peft_model_state_dict,
     prepare_model_for_kbit_training,
     set_peft_model_state_dict,
 )
@@ -145,6 +147,11 @@ def _last_prompt_hidden(decoder: nn.Module, index: int):
         handle.remove()
 
 
+def reference_adapter(role: str) -> str:
+    """The PEFT adapter holding ``role``'s frozen KL reference (``kl_reference: start``)."""
+    return f"{role}_ref"
+
+
 def _adapter_of(name: str) -> str | None:
     """The role that owns parameter ``name`` of the PEFT model, or None for a base parameter."""
     parts = name.split(".")
@@ -189,6 +196,7 @@ class StackelbergPolicy(nn.Module):
             raise ValueError(f"the PEFT model has no parameters for adapters "
                              f"{[r for r in ROLES if not adapters[r]]}")
         self._adapters = adapters
+        self._reference: list[nn.Parameter] = []  # frozen adapter copies (freeze_reference)
         self.prefix_cache = PrefixCache()  # meta-prompt KV states while acting, per role
         self.role = ROLES[0]
         peft_model.set_adapter(self.role)
@@ -257,6 +265,35 @@ class StackelbergPolicy(nn.Module):
         self.value_heads.load_state_dict(load_file(directory / VALUE_HEADS))
         self.prefix_cache.invalidate()
 
+    # ------------------------------------------------------------------ the KL reference
+    def freeze_reference(self, directory: str | os.PathLike | None = None) -> None:
+        """Make frozen copies of both adapters (``leader_ref``/``follower_ref``) the KL
+        reference instead of the base (``kl_reference: start``): the adapters as they are now,
+        or as saved under ``directory/<role>_ref`` (a checkpoint's)."""
+        for role in ROLES:
+            name = reference_adapter(role)
+            if name not in self.peft_model.peft_config:
+                self.peft_model.add_adapter(name, self.peft_model.peft_config[role])
+            state = (get_peft_model_state_dict(self.peft_model, adapter_name=role)
+                     if directory is None
+                     else load_file(Path(directory) / name / "adapter_model.safetensors"))
+            set_peft_model_state_dict(self.peft_model, state, adapter_name=name)
+        names = {f".{reference_adapter(role)}." for role in ROLES}
+        self._reference = [p for n, p in self.peft_model.named_parameters()
+                           if any(part in n for part in names)]
+        self.peft_model.set_adapter(self.role)
+        self._all_adapters_trainable()  # and the reference frozen
+
+    def save_reference(self, directory: str | os.PathLike) -> None:
+        """``directory/<role>_ref/`` of :meth:`freeze_reference` (nothing when the base is)."""
+        if self.has_frozen_reference:
+            self.peft_model.save_pretrained(directory, selected_adapters=[
+                reference_adapter(role) for role in ROLES])
+
+    @property
+    def has_frozen_reference(self) -> bool:
+        return reference_adapter(ROLES[0]) in self.peft_model.peft_config
+
     @property
     def device(self) -> torch.device:
         return self.peft_model.get_base_model().device
@@ -271,10 +308,13 @@ class StackelbergPolicy(nn.Module):
 
     # ------------------------------------------------------------------------------ roles
     def _all_adapters_trainable(self) -> None:
-        # PEFT's set_adapter freezes the inactive adapters; keep every role's set stable instead.
+        # PEFT's set_adapter freezes the inactive adapters; keep every role's set stable instead
+        # (and a frozen KL reference frozen).
         for parameters in self._adapters.values():
             for parameter in parameters:
                 parameter.requires_grad_(True)
+        for parameter in self._reference:
+            parameter.requires_grad_(False)
 
     def set_role(self, role: str) -> None:
         """Make ``role``'s adapter the active one."""
@@ -377,15 +417,20 @@ class StackelbergPolicy(nn.Module):
                          action_tokens: torch.Tensor, action_lengths: torch.Tensor,
                          prefix_lengths: Sequence[int] | None = None) -> torch.Tensor:
         """Logits (B, T, V) fp32 of ``role``'s KL reference: the base with every adapter
-        disabled, the same model for both roles (``role`` keeps call sites symmetric);
+        disabled, the same model for both roles (or ``role``'s frozen copy after
+        :meth:`freeze_reference`) (``role`` keeps call sites symmetric);
         ``prefix_lengths`` as in :meth:`forward_actions`."""
         if role not in ROLES:
             raise ValueError(f"role = {role!r} is invalid; allowed: one of {list(ROLES)}")
+        inputs = (input_ids, attention_mask, action_tokens, action_lengths, prefix_lengths)
         try:
+            if self.has_frozen_reference:  # kl_reference: start
+                self.peft_model.set_adapter(reference_adapter(role))
+                return self._forward(*inputs)[0]
             with self.peft_model.disable_adapter():
-                return self._forward(input_ids, attention_mask, action_tokens, action_lengths,
-                                     prefix_lengths)[0]
+                return self._forward(*inputs)[0]
         finally:
+            self.peft_model.set_adapter(self.role)
             self._all_adapters_trainable()  # re-enabling adapters freezes the inactive ones
 
     @torch.no_grad()

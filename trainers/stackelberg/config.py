@@ -119,7 +119,12 @@ class StackelbergPPOConfig:
     vf_coef: float = _help("Weight of the value loss.", default=0.5)
     ent_coef: float = _help("Weight of the masked-distribution entropy bonus.", default=0.01)
     kl_coef: float = _help(
-        "beta: weight of the KL penalty to the reference (base, adapters off).", default=0.02)
+        "beta: weight of the KL penalty to the reference (kl_reference).", default=0.02)
+    kl_reference: Literal["base", "start"] = _help(
+        "The KL reference: 'base' = the base model, adapters off (design §6); 'start' = frozen "
+        "copies of the adapters PPO starts from (after expert seeding or init_adapters), the "
+        "SFT reference of RLHF, so the penalty does not pull a seeded policy back to the base.",
+        default="base")
     max_grad_norm: float = _help("Gradient clipping (global norm) per role.", default=1.0)
     minibatch_size: int = _help("Decisions per PPO minibatch (per process).", default=64)
     normalize_advantages: bool = _help("Normalise advantages per minibatch.", default=True)
@@ -204,6 +209,8 @@ class StackelbergPPOConfig:
         for name in ("prefix_cache", "shared_prefix_update"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "True or False")
+        if self.kl_reference not in ("base", "start"):
+            _fail("kl_reference", self.kl_reference, "'base' or 'start'")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             _fail("mixed_precision", self.mixed_precision, "'no', 'fp16' or 'bf16'")
         for name in ("n_envs", "episodes_per_epoch", "minibatch_size",

@@ -49,8 +49,8 @@ from trainers.stackelberg.config import OWNER, StackelbergPPOConfig
 from trainers.stackelberg.rollout import RolloutWorker
 from trainers.stackelberg.update import ppo_update
 
-EXPERT_SEEDING, TRACKER_PROJECT = "expert-seeding", "agentic-mac"
-RUN_EXTRAS = (EXPERT_SEEDING, TRACKER_PROJECT)  # output_dir entries of a run besides run_dir's
+EXPERT_SEEDING, SEEDED, TRACKER_PROJECT = "expert-seeding", "seeded", "agentic-mac"
+RUN_EXTRAS = (EXPERT_SEEDING, SEEDED, TRACKER_PROJECT)  # output_dir entries besides run_dir's
 HEADLINE = ("throughput_mbps", "fairness", "collision_rate", "invalid_action_rate",
             "leader_utility", "follower_utility")
 
@@ -126,10 +126,13 @@ class StackelbergPPOTrainer:
         self._started = True
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
-        elif args.init_adapters:
+            return
+        if args.init_adapters:
             self.policy.load_adapter_weights(download(args.init_adapters))
         elif args.expert_seeding:
             self.seed_with_experts()
+        if args.kl_reference == "start":
+            self.policy.freeze_reference()
 
     def train_epoch(self, epoch: int) -> dict:
         """Algorithm 1 lines 5-21 for one epoch."""
@@ -187,7 +190,8 @@ class StackelbergPPOTrainer:
     # ----------------------------------------------------------------------------- seeding
     def seed_with_experts(self) -> dict:
         """SFT of both adapters on expert play (paper §IV), then their agreement with the
-        experts on held-out episodes, printed (``expert_agreement_episodes = 0`` skips it)."""
+        experts on held-out episodes, printed (``expert_agreement_episodes = 0`` skips it); the
+        seeded policy is saved to ``output_dir/seeded`` (a policy directory)."""
         from trainers.stackelberg.agreement import expert_agreement, format_agreement
         from trainers.stackelberg.seeding import seed_policy
 
@@ -201,6 +205,7 @@ class StackelbergPPOTrainer:
                 episode_ttis=args.expert_agreement_ttis or None)
             if self.accelerator.is_main_process:
                 print(format_agreement(metrics["agreement"]), flush=True)
+        self.save_model(self.output_dir / SEEDED)
         return metrics
 
     # ----------------------------------------------------------------------------- logging
@@ -231,6 +236,7 @@ class StackelbergPPOTrainer:
         if acc.is_main_process:
             tmp = begin_checkpoint(self.output_dir, self.epoch)
             self.policy.save_adapters(tmp)
+            self.policy.save_reference(tmp)
             state = {"epoch": self.epoch, "history": self.history,
                      "optimizers": {r: o.state_dict() for r, o in self.optimizers.items()},
                      "schedulers": {r: s.state_dict() for r, s in self.schedulers.items()}}
@@ -249,6 +255,8 @@ class StackelbergPPOTrainer:
         """Everything :meth:`save_checkpoint` wrote, without unpickling objects."""
         path = Path(path)
         self.policy.load_adapter_weights(path)
+        if self.args.kl_reference == "start":
+            self.policy.freeze_reference(path)
         state = load_state(path / TRAINER_STATE)
         self.epoch, self.history = state["epoch"], state["history"]
         for role in ROLES:
