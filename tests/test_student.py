@@ -1,6 +1,7 @@
 """The distilled real-time student (paper App. C-C): shapes and masking for any I, the bid
 auction's maths, DAgger data, distillation from Max-Weight/Dictator, ONNX parity, the textgame
-and PettingZoo policies, resume and clean errors. Small cells (N = 4, T <= 20)."""
+and PettingZoo policies, resume, LLM teachers (the scheduler's policies) and clean errors. Small
+cells (N = 4, T <= 20)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import torch
 
 from textgame.config import CellConfig, ConfigError, ScenarioConfig
 from textgame.game import StackelbergGame
+from textgame.parsing import format_dcm
 from textgame.pettingzoo_env import env as aec_env
 from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
+from trainers.policy.scheduler import LLMFollower, LLMLeader, load_llm_policies
 from trainers.student.__main__ import main
 from trainers.student.config import DistillConfig
 from trainers.student.distill import Distiller, distill
@@ -378,3 +381,75 @@ def test_evaluate_plays_a_student_spec(distilled):
     expected = run_episodes(case.scenario, *load_student(final), episodes=4, n_envs=4, seed=0)
     assert (spec.kind, spec.label) == ("student", "Student")
     assert np.array_equal(kpis["leader_utility"], expected["leader_utility"])
+
+
+# --------------------------------------------------------------------------- LLM teachers
+LLM_CELL = {"cell": {"ue_counts": [2, 3], "episode_ttis": 4}}  # N = K = 4, as student()
+
+
+@pytest.fixture(scope="module")
+def llm_teacher_dir(save_llm, tmp_path_factory) -> str:
+    """Untrained tiny adapters of a run with k = 1 history and final temperature 0.5."""
+    return save_llm(tmp_path_factory.mktemp("llm-teacher") / "policy", history_ttis=1,
+                    temperature_end=0.5, scenario=LLM_CELL)
+
+
+def test_an_llm_teacher_is_the_scheduler_at_the_runs_temperature(llm_teacher_dir):
+    cell = ScenarioConfig.from_dict(LLM_CELL).cell
+    greedy = build_teacher(f"llm:{llm_teacher_dir}", cell)
+    assert isinstance(greedy.leader, LLMLeader) and isinstance(greedy.follower, LLMFollower)
+    assert greedy.ue_counts == (2, 3)
+    assert greedy.leader.temperature == greedy.follower.temperature == 0.5  # temperature_end
+    sampling = build_teacher(f"llm:{llm_teacher_dir}", cell, greedy=False)
+    assert sampling.leader.temperature == sampling.follower.temperature == 1.0
+
+
+def test_an_llm_teacher_acts_as_the_scheduler_for_the_same_seed(llm_teacher_dir):
+    sc = ScenarioConfig.from_dict(LLM_CELL)
+    pairs = [build_teacher(f"llm:{llm_teacher_dir}", sc.cell), Teacher(
+        *load_llm_policies(llm_teacher_dir, ucm_levels=sc.cell.ucm_levels), None)]
+    for pair in pairs:
+        pair.leader.reset(2, sc.cell.max_ues, 4, np.random.default_rng(5))
+        pair.follower.reset(2, sc.cell.max_ues, 4, 4, np.random.default_rng(6))
+    game = StackelbergGame(sc, 2)
+    obs = game.reset(3)
+    while True:
+        dcms = [pair.leader.act(obs) for pair in pairs]
+        assert np.array_equal(*dcms)
+        follower_obs = game.step_leader(dcms[0])
+        actions = [pair.follower.act(follower_obs) for pair in pairs]
+        assert all(np.array_equal(a, b) for a, b in zip(*actions, strict=True))
+        step = game.step_followers(*actions[0])
+        if step.done:
+            break
+        obs = step.leader_obs
+    assert all(len(lines) == 1 for lines in pairs[0].leader.history)  # k = 1
+
+
+def test_an_llm_teacher_of_a_dictator_run_has_obedient_ues(save_llm, tmp_path):
+    folder = save_llm(tmp_path / "dictator", follower_policy="dictator", scenario=LLM_CELL)
+    t = build_teacher(f"llm:{folder}", ScenarioConfig.from_dict(LLM_CELL).cell)
+    assert type(t.follower).__name__ == "DictatorFollower"
+
+
+def test_dagger_labels_states_with_an_llm_teacher_told_the_executed_dcm(llm_teacher_dir):
+    sc = ScenarioConfig.from_dict(LLM_CELL)
+    t = build_teacher(f"llm:{llm_teacher_dir}", sc.cell)
+    told = []
+    executed = t.leader.executed
+    t.leader.executed = lambda dcm, active: (told.append(dcm.copy()), executed(dcm, active))
+    leader, follower, stats = collect(student(), t, sc, 2, 2, np.random.SeedSequence(0), 0.5)
+    assert leader["dcm"].shape == (4 * 2, 4) and len(told) == 4
+    for b in range(2):  # the last prompt's history line holds the DCM executed at TTI 2
+        assert t.leader.history[b][-1].startswith(f"TTI 2: DCM {format_dcm(told[2][b])} ")
+    assert t.leader.invalid == 0 and t.follower.invalid == 0
+
+
+def test_a_bad_llm_teacher_spec_exits_with_one_named_error(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    spec = f"llm:{tmp_path / 'empty'}"
+    assert main(["--teacher", spec, "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (f"DistillConfig.teacher = {spec!r} is invalid; allowed: 'llm:DIR_OR_REPO' naming "
+            "Stackelberg PPO adapters (policy directory") in err

@@ -157,11 +157,9 @@ def load_policies(spec: PolicySpec, cell, path: str | None = None, where: str = 
                              "distil one with agentic-mac distill")
         return load_student(path)
     if spec.kind == "llm":
-        from trainers.policy.scheduler import load_llm, load_llm_policies
+        from trainers.policy.scheduler import load_llm_policies
 
-        leader, follower = load_llm_policies(path, ucm_levels=cell.ucm_levels)
-        ues = load_llm(path)[2].get("follower_policy", "llm")
-        return leader, (follower if ues == "llm" else make_follower(ues))
+        return load_llm_policies(path, ucm_levels=cell.ucm_levels, ues_as_trained=True)
     return make_leader(spec.leader, cell), make_follower(spec.follower)
 
 
@@ -201,22 +199,18 @@ class Evaluator:
 
         from trainers.policy.chat import chat_render
         from trainers.policy.encoding import PromptEncoder
-        from trainers.policy.scheduler import load_llm
-        from trainers.stackelberg.config import StackelbergPPOConfig
+        from trainers.policy.scheduler import load_llm, trained_config
         from trainers.stackelberg.rollout import RolloutWorker
 
         policy, tokenizer, trained = load_llm(spec.path_for(case), self.base_model,
                                               self.device)
-        keep = ("history_ttis", "use_chat_template", "pag_backend", "temperature_end",
-                "follower_policy", "legacy_policy", "value_head_hidden")
         workers: dict[int, RolloutWorker] = {}
 
         def worker(size: int) -> RolloutWorker:  # one per batch size: B shapes every draw
             if size not in workers:
-                config = StackelbergPPOConfig(
-                    **{k: trained[k] for k in keep if k in trained},
-                    scenario=case.scenario.to_dict(), n_envs=size, episodes_per_epoch=size,
-                    legacy_ues=case.legacy_ues, seed=seed,
+                config = trained_config(
+                    trained, scenario=case.scenario.to_dict(), n_envs=size,
+                    episodes_per_epoch=size, legacy_ues=case.legacy_ues, seed=seed,
                     output_dir=str(Path("runs") / "evaluate"))
                 render = chat_render(tokenizer) if config.use_chat_template else None
                 workers[size] = RolloutWorker(policy, tokenizer, PromptEncoder(tokenizer),

@@ -6,10 +6,15 @@
 
 :class:`LLMLeader` and :class:`LLMFollower` turn the numeric observations of
 :class:`textgame.game.StackelbergGame` into the prompts the adapters were trained on (the text
-layer of design §4, with the chat template if training used one), decode one PAG-constrained
-action per env (leader) or per active UE (followers) in one batched call, and parse it back
-(lenient: an unparsable text is the no-op and is counted in ``invalid``). So an adapter plugs into
-``run_episodes``, the PettingZoo environment and ``agentic-mac simulate --leader llm:DIR``.
+layer of design §4 with the run's k-TTI history, and the chat template if training used one),
+decode one PAG-constrained action per env (leader) or per active UE (followers) in one batched
+call, and parse it back (lenient: an unparsable text is the no-op and is counted in
+``invalid``). So an adapter plugs into ``run_episodes``, the PettingZoo environment, the
+student's DAgger rollout and ``agentic-mac simulate --leader llm:DIR``.
+
+History lines are those of :class:`textgame.text_env.TextStackelbergEnv`: the leader's hold the
+DCM that was executed (its own, or the one :meth:`LLMLeader.executed` names); a UE's hold its
+executed action, read back from its next observation.
 """
 
 from __future__ import annotations
@@ -23,11 +28,17 @@ import torch
 from textgame.config import ConfigError
 from textgame.game import FollowerObs, LeaderObs
 from textgame.parsing import read_dcm, read_follower
-from textgame.policies import FollowerPolicy, LeaderPolicy
-from textgame.prompts import PromptBuilder, TextConfig
+from textgame.policies import FollowerPolicy, LeaderPolicy, make_follower
+from textgame.prompts import PromptBuilder, follower_history_line, leader_history_line
+from textgame.simulator import IDLE
 from trainers.pag.sampler import compile_action_grammar
 from trainers.policy.chat import chat_render
 from trainers.policy.encoding import PromptEncoder, load_tokenizer, meta_prompt_lines
+from trainers.stackelberg.config import StackelbergPPOConfig
+
+PLAY_FIELDS = ("scenario", "history_ttis", "use_chat_template", "pag_backend",
+               "temperature_end", "follower_policy", "legacy_policy", "value_head_hidden")
+"""The training config's fields that playing a saved policy depends on."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -50,6 +61,13 @@ def load_llm(path_or_repo_id: str, base_model: str | None = None, device: str | 
     return policy, load_tokenizer(base), read_trainer_config(folder) or {}
 
 
+def trained_config(trained: dict, **overrides) -> StackelbergPPOConfig:
+    """The run's config as far as playing goes (:data:`PLAY_FIELDS` of the saved ``trained``
+    dict, defaults elsewhere), with ``overrides``."""
+    return StackelbergPPOConfig(**{**{k: trained[k] for k in PLAY_FIELDS if k in trained},
+                                   **overrides})
+
+
 class _LLMRole:
     """What both roles share: prompts, grammars, one batched constrained decision."""
 
@@ -57,24 +75,21 @@ class _LLMRole:
 
     def __init__(self, path_or_repo_id: str, *, base_model: str | None = None,
                  device: str | None = None, temperature: float | None = None,
-                 ucm_levels: int = 4) -> None:
-        self.ucm_levels = ucm_levels  # K; the leader's prompt states it, followers get it in reset
+                 ucm_levels: int | None = None) -> None:
         self.policy, self.tokenizer, trained = load_llm(path_or_repo_id, base_model, device)
-        history = int(trained.get("history_ttis", 0))
-        if history:
-            raise ConfigError(f"{path_or_repo_id}: history_ttis = {history} is not supported "
-                              "by the scheduler wrappers; allowed: adapters trained with 0")
-        self.backend = trained.get("pag_backend", "llguidance")
-        self.temperature = temperature if temperature is not None else float(
-            trained.get("temperature_end", 0.3))
-        self.render = chat_render(self.tokenizer) if trained.get("use_chat_template", True) \
-            else None
+        self.config = trained_config(trained)
+        self.text = self.config.text_config()  # history_ttis k, as in training
+        if ucm_levels is None:  # K: the leader's prompt states it; followers get it in reset
+            ucm_levels = self.config.scenario_config().cell.ucm_levels
+        self.ucm_levels = ucm_levels
+        self.temperature = self.config.temperature_end if temperature is None else temperature
+        self.render = chat_render(self.tokenizer) if self.config.use_chat_template else None
         self.encoder = PromptEncoder(self.tokenizer)
         self.invalid = 0  # unparsable actions so far (none under PAG)
         self.generator: torch.Generator | None = None
 
     def _reset(self, n_rbgs: int, ucm_levels: int, rng: np.random.Generator) -> None:
-        self.builder = PromptBuilder(TextConfig(), n_rbgs, ucm_levels, self.render)
+        self.builder = PromptBuilder(self.text, n_rbgs, ucm_levels, self.render)
         self.n_rbgs, self.ucm_levels = n_rbgs, ucm_levels
         seed = int(rng.integers(2**63 - 1))
         self.generator = torch.Generator(self.policy.device).manual_seed(seed)
@@ -83,7 +98,8 @@ class _LLMRole:
 
     def _decide(self, prompts: list[str], n_ues: list[int]) -> list[str]:
         grammars = [compile_action_grammar(self.tokenizer, self.role, n, self.n_rbgs,
-                                           self.ucm_levels, self.backend, self.policy.vocab_size)
+                                           self.ucm_levels, self.config.pag_backend,
+                                           self.policy.vocab_size)
                     for n in n_ues]
         input_ids, attention_mask = self.encoder(prompts, self.policy.device)
         with torch.no_grad():
@@ -98,18 +114,38 @@ class LLMLeader(_LLMRole, LeaderPolicy):
     """The ``leader`` adapter as a base station: (B, N) DCMs, one batched call per TTI."""
 
     role = "leader"
+    name = "llm_leader"
 
     def reset(self, n_envs: int, max_ues: int, n_rbgs: int, rng: np.random.Generator) -> None:
+        super().reset(n_envs, max_ues, n_rbgs, rng)
         self._reset(n_rbgs, self.ucm_levels, rng)
+        self.history: list[list[str]] = [[] for _ in range(n_envs)]  # per env, the last k
+        self.sent: np.ndarray | None = None  # (B, N) the DCM executed last TTI
+
+    def executed(self, dcm: np.ndarray, active: np.ndarray) -> None:
+        """The DCM (B, N) that was executed in place of this leader's (a DAgger mixture)."""
+        self.sent = np.array(dcm, dtype=np.int64)
+
+    def _remember(self, obs: LeaderObs) -> None:
+        """Last TTI's line per env, as ``TextStackelbergEnv`` records it."""
+        k = self.text.history_ttis
+        if not k or self.sent is None:
+            return
+        for b, lines in enumerate(self.history):
+            lines.append(leader_history_line(obs.t - 1, self.sent[b], obs.rbg_outcome[b]))
+            del lines[:-k]
 
     def act(self, obs: LeaderObs) -> np.ndarray:
+        self._remember(obs)
         envs = range(obs.active.shape[0])
         n_ues = [int(obs.n_active[b]) for b in envs]
-        texts = self._decide([self.builder.leader(obs, b) for b in envs], n_ues)
+        texts = self._decide([self.builder.leader(obs, b, self.history[b]) for b in envs],
+                             n_ues)
         dcm = np.zeros((len(n_ues), self.n_rbgs), dtype=np.int64)  # (B, N)
         for b, text in enumerate(texts):
             dcm[b], bad = read_dcm(text, self.n_rbgs, n_ues[b])
             self.invalid += int(bad)
+        self.sent = dcm.copy()
         return dcm
 
 
@@ -117,12 +153,37 @@ class LLMFollower(_LLMRole, FollowerPolicy):
     """The ``follower`` adapter as every UE: one batched call for all active UEs of all envs."""
 
     role = "follower"
+    name = "llm_follower"
 
     def reset(self, n_envs: int, max_ues: int, n_rbgs: int, ucm_levels: int,
               rng: np.random.Generator) -> None:
+        super().reset(n_envs, max_ues, n_rbgs, ucm_levels, rng)
         self._reset(n_rbgs, ucm_levels, rng)
+        self.history: list[list[list[str]]] = [[[] for _ in range(max_ues)]
+                                               for _ in range(n_envs)]  # per (env, slot)
+        self.last: FollowerObs | None = None
+
+    def _remember(self, obs: FollowerObs) -> None:
+        """Last TTI's line per UE, as ``TextStackelbergEnv`` records it, from ``obs`` alone.
+
+        The executed bitmap is where the feedback is not idle, the executed UCM is
+        ``last_ucm``; a slot that left or joined (churn only joins empty slots) starts afresh.
+        """
+        k, last, self.last = self.text.history_ttis, self.last, obs
+        if not k or last is None:
+            return
+        stayed = last.active & obs.active  # (B, I_max)
+        sent = obs.feedback != IDLE  # (B, I_max, N): a transmission never comes back idle
+        for b, i in np.argwhere(~stayed):
+            self.history[b][i] = []
+        for b, i in np.argwhere(stayed):
+            lines = self.history[b][i]
+            lines.append(follower_history_line(last.t, last.dcm_bits[b, i], sent[b, i],
+                                               obs.last_ucm[b, i], obs.feedback[b, i]))
+            del lines[:-k]
 
     def act(self, obs: FollowerObs) -> tuple[np.ndarray, np.ndarray]:
+        self._remember(obs)
         b_max, i_max = obs.active.shape
         bitmap = np.zeros((b_max, i_max, self.n_rbgs), dtype=bool)  # (B, I_max, N)
         ucm = np.zeros((b_max, i_max), dtype=np.int64)  # (B, I_max)
@@ -130,8 +191,8 @@ class LLMFollower(_LLMRole, FollowerPolicy):
         if not slots:
             return bitmap, ucm
         n_active = obs.active.sum(axis=1)
-        texts = self._decide([self.builder.follower(obs, b, i) for b, i in slots],
-                             [int(n_active[b]) for b, _ in slots])
+        texts = self._decide([self.builder.follower(obs, b, i, self.history[b][i])
+                              for b, i in slots], [int(n_active[b]) for b, _ in slots])
         for (b, i), text in zip(slots, texts, strict=True):
             bitmap[b, i], ucm[b, i], bad = read_follower(text, self.n_rbgs, self.ucm_levels)
             self.invalid += int(bad)
@@ -139,9 +200,21 @@ class LLMFollower(_LLMRole, FollowerPolicy):
 
 
 def load_llm_policies(path_or_repo_id: str, *, base_model: str | None = None,
-                      device: str | None = None, ucm_levels: int = 4,
-                      ) -> tuple[LLMLeader, LLMFollower]:
+                      device: str | None = None, ucm_levels: int | None = None,
+                      temperature: float | None = None, ues_as_trained: bool = False,
+                      ) -> tuple[LLMLeader, FollowerPolicy]:
     """The two roles of saved adapters (a run's ``final/`` or a Hub repo id) as textgame
-    policies; ``ucm_levels`` is the cell's K (the leader's prompt states it)."""
-    kwargs = {"base_model": base_model, "device": device, "ucm_levels": ucm_levels}
-    return LLMLeader(path_or_repo_id, **kwargs), LLMFollower(path_or_repo_id, **kwargs)
+    policies.
+
+    ``ucm_levels``: the cell's K (the leader's prompt states it; default the training cell's);
+    ``temperature``: default the run's final one; ``ues_as_trained``: the UEs of a run trained
+    with a heuristic follower (the Dictator ablation) are that heuristic, not the untrained
+    follower adapter.
+    """
+    kwargs = {"base_model": base_model, "device": device, "ucm_levels": ucm_levels,
+              "temperature": temperature}
+    leader = LLMLeader(path_or_repo_id, **kwargs)
+    ues = leader.config.follower_policy
+    if ues_as_trained and ues != "llm":
+        return leader, make_follower(ues)
+    return leader, LLMFollower(path_or_repo_id, **kwargs)

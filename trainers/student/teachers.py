@@ -5,7 +5,9 @@ leader/follower pair, plus the D(I) it was trained on.
 - ``marl:DIR``: a MAPPO/G-MAC model (:func:`trainers.marl.load_marl_policies`), D(I) from its
   ``marl_config.json``;
 - ``llm:DIR_OR_REPO``: Stackelberg PPO adapters played through
-  :mod:`trainers.student.llm_teacher`, D(I) from their ``trainer_config.json``.
+  :mod:`trainers.policy.scheduler` (k-TTI history included; the UEs of a Dictator run by that
+  heuristic), D(I) from their ``trainer_config.json``. ``greedy`` samples at the run's final
+  temperature (PAG sampling has no temperature 0), otherwise at 1.0.
 
 A bad spec raises :class:`textgame.config.ConfigError` naming ``DistillConfig.teacher``, so
 the command exits with the same one-line error as evaluate.
@@ -54,9 +56,22 @@ def build_teacher(spec: str, cell: CellConfig, greedy: bool = True,
             leader.agents.to(device)
         ue_counts = leader.agents.config.scenario_config().cell.ue_counts
         return Teacher(leader, follower, tuple(ue_counts))
-    from trainers.student.llm_teacher import load_llm_teacher
+    return _llm_teacher(parsed.path, cell, greedy, base_model, device)
 
-    return load_llm_teacher(parsed.path, greedy, base_model, device, _bad)
+
+def _llm_teacher(path: str, cell: CellConfig, greedy: bool, base_model: str | None,
+                 device: str | None) -> Teacher:
+    from trainers.policy.scheduler import load_llm_policies
+    from trainers.runs.hub import HubError
+
+    try:
+        leader, follower = load_llm_policies(
+            path, base_model=base_model, device=device, ucm_levels=cell.ucm_levels,
+            temperature=None if greedy else 1.0, ues_as_trained=True)
+    except (OSError, ValueError, HubError) as error:
+        raise _bad(f"llm:{path}", "'llm:DIR_OR_REPO' naming Stackelberg PPO adapters "
+                                  f"({error})") from None
+    return Teacher(leader, follower, tuple(leader.config.scenario_config().cell.ue_counts))
 
 
 def tell_executed(policy: LeaderPolicy, dcm: np.ndarray, active: np.ndarray) -> None:
