@@ -23,7 +23,8 @@ from trainers.marl.features import gather_by_rank
 from trainers.marl.model import MARLAgents
 
 
-def _generator(rng: np.random.Generator | None) -> torch.Generator:
+def torch_generator(rng: np.random.Generator | None) -> torch.Generator:
+    """A CPU generator seeded by one draw of the runner's ``rng`` (seed 0 without one)."""
     seed = 0 if rng is None else int(rng.integers(2**62))
     return torch.Generator().manual_seed(seed)
 
@@ -49,7 +50,7 @@ class MARLLeader(LeaderPolicy):
         super().reset(n_envs, max_ues, n_rbgs, rng)
         self.features = self.agents.leader_features()
         self.features.reset(n_envs, max_ues)
-        self.generator = _generator(rng)
+        self.generator = torch_generator(rng)
         self.width = self.agents.leader_width(max_ues)
 
     @torch.no_grad()
@@ -77,7 +78,7 @@ class MARLFollower(FollowerPolicy):
         super().reset(n_envs, max_ues, n_rbgs, ucm_levels, rng)
         self.features = self.agents.follower_features()
         self.features.reset(n_envs, max_ues)
-        self.generator = _generator(rng)
+        self.generator = torch_generator(rng)
 
     @torch.no_grad()
     def act(self, obs: FollowerObs) -> tuple[np.ndarray, np.ndarray]:

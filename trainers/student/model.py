@@ -1,8 +1,8 @@
 """``StudentModel``: the two student networks, the cell shape they were built for, save and load.
 
 A saved student is a directory with ``student_config.json`` (architecture, :class:`CellShape`,
-the teacher it was distilled from) and ``model.safetensors``; :mod:`trainers.student.onnx` adds
-``leader.onnx`` and ``follower.onnx``. Nothing is pickled.
+the teacher it was distilled from, its decoding) and ``model.safetensors``;
+:mod:`trainers.student.onnx` adds ``leader.onnx`` and ``follower.onnx``. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -20,15 +20,27 @@ from trainers.student.features import CellShape, follower_dim, leader_dims
 from trainers.student.networks import FollowerStudent, LeaderStudent
 
 CONFIG_FILE, WEIGHTS_FILE = "student_config.json", "model.safetensors"
+DECODINGS = ("greedy", "sample")  # each head's mode, or a draw from its distribution
+
+
+def check_decoding(decoding: str) -> str:
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding = {decoding!r} is invalid; allowed: {list(DECODINGS)}")
+    return decoding
 
 
 class StudentModel(nn.Module):
-    """``leader`` (:class:`LeaderStudent`) and ``follower`` (:class:`FollowerStudent`)."""
+    """``leader`` (:class:`LeaderStudent`) and ``follower`` (:class:`FollowerStudent`).
+
+    ``decoding`` is how its policies act unless told otherwise: 'greedy' (each head's mode) or
+    'sample' (draws from the heads' distributions: a stochastic teacher's behaviour)."""
 
     def __init__(self, shape: CellShape, history_len: int, leader_hidden: int,
-                 follower_hidden: Sequence[int], teacher: str = "") -> None:
+                 follower_hidden: Sequence[int], teacher: str = "",
+                 decoding: str = "greedy") -> None:
         super().__init__()
         self.shape, self.history_len, self.teacher = shape, history_len, teacher
+        self.decoding = check_decoding(decoding)
         self.leader_hidden, self.follower_hidden = leader_hidden, list(follower_hidden)
         global_dim, ue_dim = leader_dims(shape, history_len)
         self.leader = LeaderStudent(global_dim, ue_dim, shape.n_rbgs, leader_hidden)
@@ -38,7 +50,7 @@ class StudentModel(nn.Module):
     def meta(self) -> dict:
         return {"shape": dataclasses.asdict(self.shape), "history_len": self.history_len,
                 "leader_hidden": self.leader_hidden, "follower_hidden": self.follower_hidden,
-                "teacher": self.teacher}
+                "teacher": self.teacher, "decoding": self.decoding}
 
     def save(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
@@ -56,6 +68,7 @@ class StudentModel(nn.Module):
                                     "written by trainers.student.distill (final/ or a checkpoint)")
         meta = json.loads((directory / CONFIG_FILE).read_text())
         model = cls(CellShape(**meta["shape"]), meta["history_len"], meta["leader_hidden"],
-                    meta["follower_hidden"], meta.get("teacher", ""))
+                    meta["follower_hidden"], meta.get("teacher", ""),
+                    meta.get("decoding", "greedy"))  # students saved before decodings: greedy
         model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
         return model.eval()

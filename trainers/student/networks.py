@@ -13,7 +13,8 @@
 With non-increasing bids, the TopK equals the sequential rule "RBG n to the highest bid still
 open, where a UE's open bid is the one for its next grant" (:meth:`LeaderStudent.decode`). That
 rule is a Plackett-Luce distribution over the DCM: behaviour cloning maximises its likelihood of
-the teacher's DCM (teacher forcing), PPO samples from it, and the greedy decision is its mode.
+the teacher's DCM (teacher forcing), PPO and a sampling student draw from it (:meth:`sample`),
+and the greedy decision is its mode.
 The student decides how many RBGs each UE gets and hands them out in bid order; channels are
 flat across RBGs (design §2: one SE per UE and TTI), so the order changes no utility, and a
 teacher whose RBG order is arbitrary (G-MAC samples UE by UE) is imitated up to that order.

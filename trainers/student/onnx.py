@@ -67,7 +67,10 @@ def session(path: str | os.PathLike, threads: int = 1):
 
 
 class OnnxBackend:
-    """Greedy decisions from a student directory's ``leader.onnx`` and ``follower.onnx``."""
+    """Greedy decisions from a student directory's ``leader.onnx`` and ``follower.onnx``
+    (sampling runs in PyTorch: :class:`trainers.student.policies.TorchBackend`)."""
+
+    decoding = "greedy"
 
     def __init__(self, directory: str | os.PathLike, threads: int = 1) -> None:
         directory = Path(directory)
@@ -86,9 +89,9 @@ class OnnxBackend:
         """[bitmap, ucm, bitmap_logits, ucm_logits]."""
         return self.follower_session.run(None, {"ue_x": ue_x})
 
-    def leader(self, global_x, ue_x, mask) -> np.ndarray:
+    def leader(self, global_x, ue_x, mask, generator=None) -> np.ndarray:
         return self.leader_outputs(global_x, ue_x, mask)[0]
 
-    def follower(self, ue_x) -> tuple[np.ndarray, np.ndarray]:
+    def follower(self, ue_x, generator=None) -> tuple[np.ndarray, np.ndarray]:
         bitmap, ucm = self.follower_session.run(["bitmap", "ucm"], {"ue_x": ue_x})
         return bitmap, ucm

@@ -21,26 +21,29 @@ import numpy as np
 from textgame.game import FollowerObs, LeaderObs
 from textgame.pettingzoo_env import LEADER
 from trainers.student.model import StudentModel
-from trainers.student.policies import StudentFollower, StudentLeader, TorchBackend
+from trainers.student.policies import (
+    StudentFollower,
+    StudentLeader,
+    TorchBackend,
+    load_student,
+)
 
 
 class StudentAECPolicy:
     """Leader and per-UE follower students behind one ``(agent, observation)`` call."""
 
-    def __init__(self, model: StudentModel, backend=None) -> None:
+    def __init__(self, model: StudentModel, backend=None, seed: int = 0) -> None:
         self.model, self.backend = model, backend or TorchBackend(model)
         self.leader = StudentLeader(model, self.backend)
         self.followers: dict[str, StudentFollower] = {}
-        self.rng = np.random.default_rng(0)  # the students are deterministic; reset needs one
+        self.rng = np.random.default_rng(seed)  # seeds a sampling student's generators
 
     @classmethod
-    def load(cls, path: str | os.PathLike, runtime: str = "torch") -> StudentAECPolicy:
-        model = StudentModel.load(path)
-        if runtime == "onnx":
-            from trainers.student.onnx import OnnxBackend
-
-            return cls(model, OnnxBackend(path))
-        return cls(model)
+    def load(cls, path: str | os.PathLike, runtime: str = "torch",
+             seed: int = 0) -> StudentAECPolicy:
+        """The student of ``path`` as :func:`trainers.student.policies.load_student` gives it."""
+        leader, _ = load_student(path, runtime)
+        return cls(leader.model, leader.backend, seed)
 
     def __call__(self, agent: str, observation: dict):
         if agent == LEADER:

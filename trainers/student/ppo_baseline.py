@@ -53,7 +53,7 @@ from trainers.student.features import (
     scatter_by_rank,
 )
 from trainers.student.model import StudentModel
-from trainers.student.policies import StudentFollower, StudentLeader
+from trainers.student.policies import StudentFollower, StudentLeader, TorchBackend
 from trainers.student.rollout import pad_ues
 
 OWNER = "PPOBaselineConfig"
@@ -104,26 +104,29 @@ def plackett_luce_log_prob(logits: torch.Tensor, dcm: torch.Tensor) -> torch.Ten
     return categorical_log_prob(logits, dcm).sum(-1)
 
 
-class SamplingBackend:
-    """A :class:`StudentLeader`/``StudentFollower`` backend that samples (PPO rollouts) and
-    keeps the log-probs of what it drew in ``last``."""
+class SamplingBackend(TorchBackend):
+    """A 'sample' :class:`TorchBackend` that keeps the log-probs of what it drew in ``last``
+    (PPO rollouts; no_grad rather than inference mode, as they enter the PPO ratio)."""
 
-    def __init__(self, model: StudentModel, generator: torch.Generator) -> None:
-        self.model, self.generator, self.last = model, generator, {}
+    def __init__(self, model: StudentModel) -> None:
+        super().__init__(model, "sample")
+        self.last: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
-    def leader(self, global_x: np.ndarray, ue_x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def leader(self, global_x: np.ndarray, ue_x: np.ndarray, mask: np.ndarray,
+               generator: torch.Generator | None = None) -> np.ndarray:
         dcm, logits = self.model.leader.sample(torch.from_numpy(global_x),
                                                torch.from_numpy(ue_x),
-                                               torch.from_numpy(mask), self.generator)
+                                               torch.from_numpy(mask), generator)
         self.last["leader_logp"] = plackett_luce_log_prob(logits, dcm)  # (B,)
         return dcm.numpy()  # (B, N)
 
     @torch.no_grad()
-    def follower(self, ue_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def follower(self, ue_x: np.ndarray, generator: torch.Generator | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         bitmap_logits, ucm_logits = self.model.follower.logits(torch.from_numpy(ue_x))
-        bits = sample_bernoulli(bitmap_logits, self.generator, greedy=False)  # (B, I_max, N)
-        ucm = sample_categorical(ucm_logits, self.generator, greedy=False)  # (B, I_max)
+        bits = sample_bernoulli(bitmap_logits, generator, greedy=False)  # (B, I_max, N)
+        ucm = sample_categorical(ucm_logits, generator, greedy=False)  # (B, I_max)
         self.last["bits"], self.last["ucm"] = bits, ucm
         self.last["follower_logp"] = follower_log_prob(bitmap_logits, ucm_logits, bits, ucm)
         return bits.numpy(), ucm.numpy()
@@ -173,12 +176,11 @@ class PPOBaseline:
         as :func:`trainers.marl.rollout.collect`."""
         c, cell = self.config, self.scenario.cell
         game_seed, policy_seed = seed.spawn(2)
-        generator = torch.Generator().manual_seed(int(policy_seed.generate_state(1)[0]))
-        backend = SamplingBackend(self.student.eval(), generator)
+        backend, policy_rng = SamplingBackend(self.student), np.random.default_rng(policy_seed)
         leader, follower = StudentLeader(self.student, backend), StudentFollower(self.student,
                                                                                   backend)
-        leader.reset(c.n_envs, cell.max_ues, cell.n_rbgs, None)
-        follower.reset(c.n_envs, cell.max_ues, cell.n_rbgs, cell.ucm_levels, None)
+        leader.reset(c.n_envs, cell.max_ues, cell.n_rbgs, policy_rng)  # seeds its generator
+        follower.reset(c.n_envs, cell.max_ues, cell.n_rbgs, cell.ucm_levels, policy_rng)
         game, kpis = StackelbergGame(self.scenario, c.n_envs), EpisodeKPIs(cell, c.n_envs)
         lead: dict[str, list] = {k: [] for k in ("global_x", "ue_x", "mask", "dcm", "logp",
                                                  "values", "rewards")}

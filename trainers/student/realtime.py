@@ -56,7 +56,7 @@ class RealtimeStudent:
             from trainers.student.onnx import OnnxBackend
 
             return cls(model, OnnxBackend(Path(path), threads), max_ues)
-        return cls(model, TorchBackend(model), max_ues)
+        return cls(model, TorchBackend(model, "greedy"), max_ues)
 
     def reset(self) -> None:
         """A new episode: empty histories, no grants, no UE seen before."""
