@@ -7,11 +7,13 @@ from typing import Any, Literal
 
 from textgame.config import check_int_at_least, check_positive, check_real_in, scenario_field
 from textgame.config import fail_field as _fail_field
+from trainers.evaluation.suites import parse_policy
 from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
 
 OWNER = "DistillConfig"
 RUNTIMES = ("torch", "onnx")
 BASELINES = ("none", "ppo")
+STUDENT_DECODINGS = ("auto", "greedy", "sample")
 
 
 def _help(text: str, **kwargs) -> Any:
@@ -40,8 +42,8 @@ class DistillConfig:
 
     Parameters that control the teacher and the cells:
         teacher, teacher_greedy, scenario, ue_counts, base_model, device
-    Parameters that control the student networks:
-        history_len, leader_hidden, follower_hidden
+    Parameters that control the student networks and how they act:
+        history_len, leader_hidden, follower_hidden, student_decoding
     Parameters that control the data (rollouts) and the DAgger schedule:
         n_envs, bc_episodes, dagger_rounds, dagger_episodes, dagger_beta
     Parameters that control the optimisation:
@@ -78,6 +80,15 @@ class DistillConfig:
     leader_hidden: int = _help("Width of the leader student's per-UE embedding.", default=64)
     follower_hidden: list[int] = _help("Hidden widths of the follower student's MLP (ReLU).",
                                        default_factory=lambda: [64, 64])
+    student_decoding: Literal["auto", "greedy", "sample"] = _help(
+        "How the student acts in the DAgger rollouts, the retention table and, saved in "
+        "student_config.json, by default once loaded: 'greedy' takes each head's mode; "
+        "'sample' draws the DCM from the leader's Plackett-Luce distribution, each bitmap bit "
+        "and the UCM from theirs (behaviour cloning learns pi(a|s): the mode of a teacher "
+        "whose UEs send with probability < 0.5 never sends). 'auto': 'sample' when the "
+        "teacher samples ('llm:', whose PAG sampling has no temperature 0; 'marl:' with "
+        "teacher_greedy false), else 'greedy' (heuristics: pass 'sample' for the random ones, "
+        "e.g. s_aloha). Sampling runs in PyTorch (eval_runtime 'torch').", default="auto")
 
     # ------------------------------------------------------------------- data and DAgger
     n_envs: int = _help("B: environments in lock step per rollout batch.", default=32)
@@ -157,10 +168,27 @@ class DistillConfig:
             _fail("eval_runtime", self.eval_runtime, f"one of {list(RUNTIMES)}")
         if self.eval_runtime == "onnx" and not self.export_onnx:
             _fail("eval_runtime", self.eval_runtime, "'torch' when export_onnx is false")
+        if self.student_decoding not in STUDENT_DECODINGS:
+            _fail("student_decoding", self.student_decoding, f"one of {list(STUDENT_DECODINGS)}")
+        if self.eval_runtime == "onnx" and self.decoding == "sample":
+            _fail("eval_runtime", self.eval_runtime, "'torch' when the student samples "
+                  f"(student_decoding {self.student_decoding!r}; sampling runs in PyTorch)")
         if not self.output_dir:
             _fail("output_dir", self.output_dir, "a directory path")
         self.resume_from_checkpoint = resume_option(OWNER, self.resume_from_checkpoint,
                                                     self.overwrite_output_dir)
+
+    @property
+    def decoding(self) -> str:
+        """The student's decoding: ``student_decoding`` with 'auto' resolved by the teacher."""
+        if self.student_decoding != "auto":
+            return self.student_decoding
+        try:
+            kind = parse_policy(self.teacher).kind
+        except ValueError:  # build_teacher reports the bad spec
+            return "greedy"
+        stochastic = kind == "llm" or (kind == "marl" and not self.teacher_greedy)
+        return "sample" if stochastic else "greedy"
 
     @property
     def total_rounds(self) -> int:

@@ -1,8 +1,9 @@
 """Distillation of any teacher into the students: behaviour cloning, then DAgger (App. C-C).
 
 Round 0 plays ``bc_episodes`` with the teacher acting; DAgger round r plays ``dagger_episodes``
-in which each env's TTI is executed by the teacher with probability beta^r and by the (greedy)
-student otherwise. Every visited state is labelled with the teacher's action and appended to
+in which each env's TTI is executed by the teacher with probability beta^r and by the student
+otherwise, acting by its decoding (``DistillConfig.student_decoding``: greedy, or sampled for a
+stochastic teacher). Every visited state is labelled with the teacher's action and appended to
 the aggregate; then the students fit the aggregate for ``epochs_per_round`` passes (leader:
 Plackett-Luce likelihood of the teacher's DCM with teacher forcing; follower: Bernoulli
 bitmap and categorical UCM likelihoods).
@@ -71,7 +72,8 @@ class Distiller:
         with torch.random.fork_rng():  # initialisation seeded without touching global state
             torch.manual_seed(c.seed)
             self.student = StudentModel(CellShape.of(self.scenario.cell), c.history_len,
-                                        c.leader_hidden, c.follower_hidden, c.teacher)
+                                        c.leader_hidden, c.follower_hidden, c.teacher,
+                                        c.decoding)
         self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=c.learning_rate,
                                            weight_decay=c.weight_decay)
         self.output_dir = Path(c.output_dir)

@@ -3,8 +3,9 @@
 Per TTI and env, one draw u ~ U[0, 1) decides who executes: the teacher if u < beta, the
 student otherwise (beta = 1: behaviour cloning on teacher rollouts; beta = 0: the student's own
 state distribution). Both policies see every observation, so their histories stay in step, and
-both leaders are told the executed DCM. The seeding mirrors :func:`textgame.runner.batch_seeds`:
-each batch spawns a game seed, a policy seed and a mixing seed.
+both leaders are told the executed DCM. The student acts by its ``decoding`` (greedy or
+sampled). The seeding mirrors :func:`textgame.runner.batch_seeds`: each batch spawns a game
+seed, a policy seed (which also seeds a sampling student's generators) and a mixing seed.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def collect(student: StudentModel, teacher: Teacher, scenario: ScenarioConfig, e
     Returns the leader data ``global_x`` (M, Dg), ``ue_x`` (M, I_max, Db), ``mask`` (M, I_max),
     ``dcm`` (M, N) (the teacher's label) over M = TTIs x envs; the follower data
     ``follower_x`` (U, Du), ``bitmap`` (U, N) float, ``ucm`` (U,) over the U active UE
-    decisions; and the round's statistics: how often the student's greedy action matched the
-    teacher's label (``rbg_agreement`` per DCM entry, ``bitmap_agreement`` per bit,
+    decisions; and the round's statistics: how often the student's action (by its decoding)
+    matched the teacher's label (``rbg_agreement`` per DCM entry, ``bitmap_agreement`` per bit,
     ``ucm_agreement``) and the mean KPIs of the played episodes.
     """
     cell = scenario.cell
