@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from textgame.config import CellConfig, ConfigError, ScenarioConfig
 from textgame.game import StackelbergGame
 from textgame.parsing import format_dcm
 from textgame.pettingzoo_env import env as aec_env
-from textgame.policies import make_follower, make_leader
+from textgame.policies import SAlohaConfig, SAlohaFollower, make_follower, make_leader
 from textgame.runner import run_episodes
 from trainers.policy.scheduler import LLMFollower, LLMLeader, load_llm_policies
 from trainers.student.__main__ import main
@@ -26,7 +27,12 @@ from trainers.student.features import CellShape
 from trainers.student.model import StudentModel
 from trainers.student.onnx import OnnxBackend, export_onnx
 from trainers.student.pettingzoo import StudentAECPolicy
-from trainers.student.policies import StudentFollower, StudentLeader, load_student
+from trainers.student.policies import (
+    StudentFollower,
+    StudentLeader,
+    TorchBackend,
+    load_student,
+)
 from trainers.student.ppo_baseline import (
     PPOBaseline,
     PPOBaselineConfig,
@@ -46,9 +52,9 @@ def scenario(**cell) -> ScenarioConfig:
     return ScenarioConfig.from_dict({"cell": {**CELL["cell"], **cell}})
 
 
-def student(seed: int = 0, hidden: int = 16) -> StudentModel:
+def student(seed: int = 0, hidden: int = 16, decoding: str = "greedy") -> StudentModel:
     torch.manual_seed(seed)
-    return StudentModel(CellShape.of(CellConfig()), 2, hidden, [16])
+    return StudentModel(CellShape.of(CellConfig()), 2, hidden, [16], decoding=decoding)
 
 
 def random_inputs(model: StudentModel, n_ues: int, rng: np.random.Generator, batch: int = 3):
@@ -125,8 +131,9 @@ def student_only_features(model, sc, episodes, seed):
     (game_seed, policy_seed, _), = [s.spawn(3) for s in seed.spawn(1)]
     game, leader, follower = StackelbergGame(sc, episodes), StudentLeader(model), \
         StudentFollower(model)
-    leader.reset(episodes, sc.cell.max_ues, 4, np.random.default_rng(policy_seed))
-    follower.reset(episodes, sc.cell.max_ues, 4, 4, np.random.default_rng(policy_seed))
+    policy_rng = np.random.default_rng(policy_seed)  # one for all policies, as in collect
+    leader.reset(episodes, sc.cell.max_ues, 4, policy_rng)
+    follower.reset(episodes, sc.cell.max_ues, 4, 4, policy_rng)
     obs, rows = game.reset(game_seed), []
     while True:
         step = game.step_followers(*follower.act(game.step_leader(leader.act(obs))))
@@ -136,9 +143,12 @@ def student_only_features(model, sc, episodes, seed):
         obs = step.leader_obs
 
 
+@pytest.mark.parametrize("decoding", ["greedy", "sample"])
 @pytest.mark.parametrize("beta, visits_own", [(0.0, True), (1.0, False)])
-def test_dagger_data_are_the_students_own_visits(beta, visits_own):
-    model, sc = student(), scenario()
+def test_dagger_data_are_the_students_own_visits(beta, visits_own, decoding):
+    """With beta = 0 the rollout is the student's own play, sampled ones included (its
+    generators seeded from the batch's policy seed)."""
+    model, sc = student(decoding=decoding), scenario()
     seed = np.random.SeedSequence(7)
     leader, follower, _ = collect(model, teacher(), sc, 8, 8, seed, beta)
     own = student_only_features(model, sc, 8, np.random.SeedSequence(7))
@@ -178,6 +188,130 @@ def test_student_agrees_with_max_weight_dictator_on_held_out_seeds(distilled):
                           np.random.SeedSequence(10**6), beta=0.0)
     assert stats["rbg_agreement"] >= 0.98
     assert stats["bitmap_agreement"] >= 0.98
+
+
+# ------------------------------------------------------------- decoding: greedy or sampled
+def play(leader, follower, seed: int = 1, policy_seed: int = 1, envs: int = 64
+         ) -> dict[str, np.ndarray]:
+    """One batch of I = 3 episodes: every DCM (T x B, N), the bits of every UE with a backlog
+    (M, N) and the UCM of every active UE (U,)."""
+    sc = scenario(ue_counts=[3])
+    c, game, rng = sc.cell, StackelbergGame(sc, envs), np.random.default_rng(policy_seed)
+    leader.reset(envs, c.max_ues, c.n_rbgs, rng)
+    follower.reset(envs, c.max_ues, c.n_rbgs, c.ucm_levels, rng)
+    obs, out = game.reset(seed), {"dcm": [], "bits": [], "ucm": []}
+    while True:
+        out["dcm"].append(leader.act(obs))
+        follower_obs = game.step_leader(out["dcm"][-1])
+        bitmap, ucm = follower.act(follower_obs)
+        backlog = follower_obs.active & (follower_obs.buffer_dpdus > 0)  # (B, I_max)
+        out["bits"].append(bitmap[backlog])
+        out["ucm"].append(ucm[follower_obs.active])
+        step = game.step_followers(bitmap, ucm)
+        if step.done:
+            return {k: np.concatenate(v) for k, v in out.items()}
+        obs = step.leader_obs
+
+
+def constant_follower(bit_prob: float, ucm_probs: list[float]) -> StudentModel:
+    """A sampling student whose follower heads ignore their input: bitmap logit
+    logit(bit_prob) on every RBG, UCM logits log(ucm_probs)."""
+    model = student(decoding="sample")
+    with torch.no_grad():
+        for head in (model.follower.bitmap_head, model.follower.ucm_head):
+            head.weight.zero_()
+        model.follower.bitmap_head.bias.fill_(math.log(bit_prob / (1 - bit_prob)))
+        model.follower.ucm_head.bias.copy_(torch.tensor(ucm_probs).log())
+    return model
+
+
+def test_sampled_bits_are_sent_at_their_probability_and_greedy_ones_never(tmp_path):
+    """Bit logit logit(0.3): sampled, the n > 10 000 bits of backlogged UEs are independent
+    Bernoulli(0.3) draws, within 4 sd = 4 sqrt(0.21 / n) <= 0.019 of 0.3 (a chance miss:
+    6e-5); greedy (logit < 0), the mode, never sends."""
+    directory = constant_follower(0.3, [0.25] * 4).save(tmp_path)
+    bits = play(*load_student(directory))["bits"]
+    assert bits.size > 10_000 and abs(bits.mean() - 0.3) <= 4 * math.sqrt(0.21 / bits.size)
+    assert not play(*load_student(directory, decoding="greedy"))["bits"].any()
+
+
+def test_sampled_ucms_follow_their_probabilities_and_greedy_ones_are_the_mode(tmp_path):
+    """n = 64 envs x 3 UEs x 20 TTIs = 3840 draws: each level's frequency within 4 sd
+    = 4 sqrt(p (1 - p) / n) of p."""
+    probs = [0.4, 0.3, 0.2, 0.1]
+    directory = constant_follower(0.3, probs).save(tmp_path)
+    ucm = play(*load_student(directory))["ucm"]
+    frequencies = np.bincount(ucm, minlength=4) / ucm.size
+    assert ucm.size == 3840
+    assert (np.abs(frequencies - probs) <= 4 * np.sqrt(np.multiply(probs, np.subtract(1, probs))
+                                                       / ucm.size)).all()
+    assert (play(*load_student(directory, decoding="greedy"))["ucm"] == 0).all()
+
+
+def s_aloha_teacher(p: float) -> Teacher:
+    """Max-Weight over UEs that ignore it and, with a backlog, send on each RBG with
+    probability p (S-ALOHA without backoff)."""
+    return Teacher(make_leader("max_weight", CellConfig()),
+                   SAlohaFollower(SAlohaConfig(p0=p, backoff=1.0, floor=p)), None)
+
+
+def test_a_sampling_student_sends_as_often_as_its_stochastic_teacher_and_greedy_never(tmp_path):
+    """Distilled from UEs that send with p = 0.3 < 0.5. Tolerance 0.03: the measured rate's sd
+    is sqrt(0.21 / n) <= 0.005 (n > 10 000 bits), BC estimates p from ~14 000 labels (sd
+    ~0.004), the rest is the small budget's fit (seeds 0-3 land within 0.016 of 0.3)."""
+    config = tiny_config(tmp_path, teacher="max_weight/s_aloha", student_decoding="sample",
+                         bc_episodes=64, dagger_rounds=0, epochs_per_round=20,
+                         export_onnx=False)
+    distiller = Distiller(config, s_aloha_teacher(0.3))
+    distiller.train()
+    final = distiller.save_model()
+    bits = play(*load_student(final))["bits"]  # the saved decoding: 'sample'
+    assert bits.size > 10_000 and abs(bits.mean() - 0.3) <= 0.03
+    assert not play(*load_student(final, decoding="greedy"))["bits"].any()  # mode collapse
+
+
+def test_the_decoding_is_saved_with_the_student_and_used_when_loaded(tmp_path):
+    directory = student(decoding="sample").save(tmp_path)
+    meta = json.loads((directory / "student_config.json").read_text())
+    assert meta["decoding"] == "sample" and StudentModel.load(directory).decoding == "sample"
+    leader, follower = load_student(directory)
+    assert leader.backend.decoding == follower.backend.decoding == "sample"
+    assert load_student(directory, decoding="greedy")[1].backend.decoding == "greedy"
+    del meta["decoding"]  # a student saved before decodings existed
+    (directory / "student_config.json").write_text(json.dumps(meta))
+    assert load_student(directory)[0].backend.decoding == "greedy"
+
+
+def test_onnx_refuses_to_sample_with_one_named_error(tmp_path):
+    directory = student(decoding="sample").save(tmp_path)
+    with pytest.raises(ValueError, match=r"decoding = 'sample' is invalid with runtime 'onnx'; "
+                                         r"allowed: 'greedy' \(sampling runs in PyTorch"):
+        load_student(directory, "onnx")
+
+
+def test_sampled_actions_are_reproducible_from_the_policy_seed():
+    model = student(decoding="sample")
+    pairs = [(StudentLeader(model), StudentFollower(model)) for _ in range(3)]
+    first, again, other = (play(*pair, policy_seed=s, envs=8)
+                           for pair, s in zip(pairs, (1, 1, 2), strict=True))
+    for key in first:
+        assert np.array_equal(first[key], again[key]), key
+    assert not np.array_equal(first["dcm"], other["dcm"])
+    greedy = [play(StudentLeader(model, TorchBackend(model, "greedy")),
+                   StudentFollower(model, TorchBackend(model, "greedy")), policy_seed=s,
+                   envs=8)["dcm"] for s in (1, 2)]
+    assert np.array_equal(*greedy)  # the mode does not depend on the policy seed
+
+
+@pytest.mark.parametrize("spec, teacher_greedy, decoding", [
+    ("llm:runs/fig14-llm/final", True, "sample"), ("llm:org/repo", False, "sample"),
+    ("max_weight/dictator", True, "greedy"), ("marl:runs/gmac/final", True, "greedy"),
+    ("marl:runs/gmac/final", False, "sample")])
+def test_auto_decoding_samples_exactly_when_the_teacher_does(spec, teacher_greedy, decoding):
+    config = DistillConfig(teacher=spec, teacher_greedy=teacher_greedy)
+    assert config.student_decoding == "auto" and config.decoding == decoding
+    for chosen in ("greedy", "sample"):
+        assert DistillConfig(teacher=spec, student_decoding=chosen).decoding == chosen
 
 
 # ------------------------------------------------------------- undistilled PPO baseline
@@ -359,6 +493,12 @@ def test_config_errors_name_field_value_and_allowed():
         DistillConfig(teacher="max_weight/dictator", dagger_beta=1.5)
     with pytest.raises(ConfigError, match=r"DistillConfig.teacher = None is invalid"):
         DistillConfig()
+    with pytest.raises(ConfigError, match=r"DistillConfig.student_decoding = 'mode' is invalid; "
+                                          r"allowed: one of \['auto', 'greedy', 'sample'\]"):
+        DistillConfig(teacher="max_weight/dictator", student_decoding="mode")
+    with pytest.raises(ConfigError, match=r"DistillConfig.eval_runtime = 'onnx' is invalid; "
+                                          r"allowed: 'torch' when the student samples"):
+        DistillConfig(teacher="llm:runs/x/final", eval_runtime="onnx")
 
 
 
