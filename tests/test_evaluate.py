@@ -201,6 +201,31 @@ def test_tables_have_a_line_per_policy_and_case():
     assert float(records[0]["throughput_mbps_n"]) == 4.0
 
 
+def test_merged_evaluations_give_the_joint_table(tmp_path, capsys):
+    """Policies evaluated in separate jobs and merged = one joint evaluation, byte for byte."""
+    from trainers.cli.evaluate import main
+
+    common = ["--suites", "ues", "--episodes", "3", "--n_envs", "2", "--disable_tqdm", "true",
+              "--scenario", '{"cell": {"episode_ttis": 4}}']
+    mw, aloha = "MW=max_weight/dictator", "S-ALOHA=idle/s_aloha"
+    assert main([*common, "--policies", mw, aloha, "--output_dir", str(tmp_path / "joint")]) == 0
+    assert main([*common, "--policies", aloha, "--output_dir", str(tmp_path / "b")]) == 0
+    assert main([*common, "--policies", mw, "--merge", str(tmp_path / "b"),
+                 "--output_dir", str(tmp_path / "merged")]) == 0
+    joint, merged = ((tmp_path / d / "results.csv").read_text() for d in ("joint", "merged"))
+    assert merged == joint and joint.count("S-ALOHA") == 9
+    assert (tmp_path / "merged" / "results.md").read_text() == (
+        tmp_path / "joint" / "results.md").read_text()
+    capsys.readouterr()
+    more_episodes = [*common[:3], "4", *common[4:]]
+    for args, message in ((more_episodes + ["--policies", mw],
+                           "(3 episodes) is not a case of this evaluation"),
+                          (common + ["--policies", aloha], "'S-ALOHA' is already in the table")):
+        merge = ["--merge", str(tmp_path / "b"), "--output_dir", str(tmp_path / "x")]
+        assert main(args + merge) == 2
+        assert message in capsys.readouterr().err
+
+
 def assert_png(path: Path) -> None:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, path

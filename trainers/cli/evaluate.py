@@ -10,7 +10,9 @@ Policies (``[label=]spec``): a heuristic pair ``LEADER/FOLLOWER``; ``marl:DIR`` 
 ``{ues}``/``{rbgs}`` in DIR filled per case: MAPPO-S); ``llm:DIR_OR_REPO`` (Stackelberg PPO
 adapters from a run's ``final/`` or the Hub). Suites: ues (I = 2..10), rbgs (N = 3..8), tbler,
 traffic (Table III), legacy (Table VII), stress (Table VIII); see ``trainers/evaluation/suites.py``.
-Writes ``results.md``, ``results.csv``, ``<suite>.png`` for the sweeps and ``training.png``.
+Writes ``results.md``, ``results.csv``, ``<suite>.png`` for the sweeps and ``training.png``;
+``--merge DIR ...`` adds the rows of evaluations run as separate jobs (same suites, scenario,
+episodes, n_envs and seed) to the table and figures.
 
 Under ``accelerate launch --num_processes K`` (GPUs, or CPU processes with gloo) the (case,
 policy, seed) units are split across the processes and gathered into one table, with the same
@@ -54,7 +56,7 @@ class EvaluateConfig:
     Parameters of the runs (every policy meets the same seeds):
         episodes, n_envs, seed, seeds.
     Parameters of the output:
-        output_dir, training_runs, disable_tqdm.
+        output_dir, training_runs, merge, disable_tqdm.
     """
 
     policies: list[str] = field(default_factory=lambda: list(DEFAULT_POLICIES), metadata={
@@ -81,6 +83,10 @@ class EvaluateConfig:
     output_dir: str = field(default="runs/evaluate", metadata={
         "help": "where results.md, results.csv and the figures go"})
     disable_tqdm: bool = field(default=False, metadata={"help": "hide the progress bar"})
+    merge: list[str] = field(default_factory=list, metadata={
+        "help": "output dirs (or results.csv files) of earlier evaluations whose rows join this "
+                "table and its figures: policies evaluated in separate jobs with the same "
+                "suites, scenario, episodes, n_envs and seed (common random numbers)"})
     hcn_cells: list[int] | None = field(default=None, metadata={
         "help": "cell counts C of the hcn suite (default: 1, 2, 4, 8, 16, and also 32, 64 for "
                 "policies without an LLM)"})
@@ -133,6 +139,11 @@ def preflight(args: EvaluateConfig):
     cases = [case for suite in args.suites if suite != "hcn"
              for case in suite_cases(suite, base)]
     runs = args.training_run_dirs()
+    for item in args.merge:
+        path = Path(item) / "results.csv" if Path(item).is_dir() else Path(item)
+        if not path.is_file():
+            raise CLIError(f"merge = {item!r}: no {path}; allowed: the output dir or "
+                           "results.csv of an earlier evaluation")
     out = check_output_dir_writable("output_dir", args.output_dir)
     return specs, cases, runs, out
 
@@ -190,6 +201,7 @@ def evaluate(args: EvaluateConfig) -> str:
     rows = [{"policy": spec.label, "suite": case.suite, "case": case.label, "x": case.x,
              "kpis": summarize([results[c, s, k] for k in range(args.seeds)])}
             for c, case in enumerate(cases) for s, spec in enumerate(specs)]
+    rows = merged_rows(args, rows)
     table = markdown(rows)
     (out / "results.md").write_text(table)
     (out / "results.csv").write_text(to_csv(rows))
@@ -204,6 +216,34 @@ def evaluate(args: EvaluateConfig) -> str:
                                      out / "training.png"))
     files = [out / "results.md", out / "results.csv", *figures]
     return table + "\nwrote " + ", ".join(str(f) for f in files) + "\n"
+
+
+def merged_rows(args: EvaluateConfig, rows: list[dict]) -> list[dict]:
+    """``rows`` and, per case, the rows of ``args.merge``'s results after them; a merged row
+    must be a case of this evaluation, over as many episodes, by a policy not yet in it."""
+    from trainers.evaluation.report import read_csv
+
+    episodes = args.episodes * args.seeds
+    cases = {(r["suite"], r["case"]): r["x"] for r in rows}
+    labels = {r["policy"] for r in rows}
+    extra = []
+    for item in args.merge:
+        path = Path(item) / "results.csv" if Path(item).is_dir() else Path(item)
+        for row in read_csv(path):
+            n = row["kpis"]["throughput_mbps"].n
+            if (row["suite"], row["case"]) not in cases or n != episodes:
+                raise CLIError(f"merge = {item!r}: {row['policy']} on {row['case']} "
+                               f"({n} episodes) is not a case of this evaluation; allowed: "
+                               f"results of the same suites and scenario over {episodes} "
+                               "episodes")
+            if row["policy"] in labels:
+                raise CLIError(f"merge = {item!r}: policy {row['policy']!r} is already in the "
+                               "table; allowed: distinct policy labels")
+            row["x"] = cases[row["suite"], row["case"]]
+            extra.append(row)
+        labels |= {row["policy"] for row in extra}
+    order = list(cases)
+    return sorted(rows + extra, key=lambda r: order.index((r["suite"], r["case"])))
 
 
 def evaluate_network(args: EvaluateConfig, specs, out):

@@ -35,6 +35,29 @@ def to_csv(rows: Sequence[Mapping]) -> str:
     return kpi_csv(rows, ("suite", "case", "x", "policy"))
 
 
+def read_csv(path: str | Path) -> list[dict]:
+    """The rows of a ``results.csv`` (:func:`to_csv`), KPIs as Summaries (std from the CI)."""
+    import csv
+
+    from textgame.metrics import Summary, t_quantile_975
+
+    rows = []
+    with open(path, newline="") as handle:
+        for record in csv.DictReader(handle):
+            kpis = {}
+            for name in (k[:-5] for k in record if k.endswith("_mean")):
+                mean, ci95 = record[f"{name}_mean"], record.get(f"{name}_ci95", "")
+                if mean == "":
+                    continue
+                n = int(record.get(f"{name}_n") or 0)
+                ci = float(ci95) if ci95 != "" else math.nan
+                std = ci * math.sqrt(n) / t_quantile_975(n - 1) if n > 1 else math.nan
+                kpis[name] = Summary(float(mean), std, n, ci) if n else float(mean)
+            rows.append({"policy": record["policy"], "suite": record["suite"],
+                         "case": record["case"], "x": record["x"], "kpis": kpis})
+    return rows
+
+
 def _pyplot():
     import matplotlib
 
