@@ -80,6 +80,7 @@ CASES = [
     ("evaluate", ["--training_runs", "X=/nonexistent"], "training_runs = 'X=/nonexistent': "
      "'/nonexistent' has no metrics.jsonl"),
     ("evaluate", ["--episodes", "0"], "EvaluateConfig.episodes = 0 is invalid"),
+    ("evaluate", ["--num_threads", "0"], "EvaluateConfig.num_threads = 0 is invalid"),
     ("simulate", ["--output_dir", "{readonly}/out"], "is not writable"),
     ("simulate", ["--scenario", "nope.yaml"], "scenario = 'nope.yaml': no such file"),
     ("bogus", [], "unknown subcommand 'bogus'; allowed:"),

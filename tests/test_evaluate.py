@@ -206,7 +206,7 @@ def test_merged_evaluations_give_the_joint_table(tmp_path, capsys):
     from trainers.cli.evaluate import main
 
     common = ["--suites", "ues", "--episodes", "3", "--n_envs", "2", "--disable_tqdm", "true",
-              "--scenario", '{"cell": {"episode_ttis": 4}}']
+              "--scenario", '{"cell": {"episode_ttis": 4}}', "--num_threads", "1"]
     mw, aloha = "MW=max_weight/dictator", "S-ALOHA=idle/s_aloha"
     assert main([*common, "--policies", mw, aloha, "--output_dir", str(tmp_path / "joint")]) == 0
     assert main([*common, "--policies", aloha, "--output_dir", str(tmp_path / "b")]) == 0

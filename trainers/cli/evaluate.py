@@ -35,6 +35,7 @@ from trainers.cli.args import (
     load_scenario,
     parse,
     run,
+    set_num_threads,
 )
 from trainers.evaluation.suites import SUITES
 
@@ -56,7 +57,7 @@ class EvaluateConfig:
     Parameters of the runs (every policy meets the same seeds):
         episodes, n_envs, seed, seeds.
     Parameters of the output:
-        output_dir, training_runs, merge, disable_tqdm.
+        output_dir, training_runs, merge, disable_tqdm, num_threads.
     """
 
     policies: list[str] = field(default_factory=lambda: list(DEFAULT_POLICIES), metadata={
@@ -83,6 +84,10 @@ class EvaluateConfig:
     output_dir: str = field(default="runs/evaluate", metadata={
         "help": "where results.md, results.csv and the figures go"})
     disable_tqdm: bool = field(default=False, metadata={"help": "hide the progress bar"})
+    num_threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads per process; None = the cores this process may use divided "
+                "among the processes of the machine (accelerate launch's LOCAL_WORLD_SIZE). Give "
+                "1 when several jobs share the cores: oversubscribed threads slow LLM play ~10x"})
     merge: list[str] = field(default_factory=list, metadata={
         "help": "output dirs (or results.csv files) of earlier evaluations whose rows join this "
                 "table and its figures: policies evaluated in separate jobs with the same "
@@ -99,6 +104,8 @@ class EvaluateConfig:
         for name in ("episodes", "n_envs", "seeds"):
             check_int_at_least(OWNER, name, getattr(self, name), 1)
         check_int_at_least(OWNER, "seed", self.seed, 0)
+        if self.num_threads is not None:
+            check_int_at_least(OWNER, "num_threads", self.num_threads, 1)
         for suite in self.suites:
             if suite not in ALL_SUITES:
                 fail_field(OWNER, "suites", suite, f"any of {list(ALL_SUITES)}")
@@ -274,6 +281,7 @@ def evaluate_network(args: EvaluateConfig, specs, out):
 
 def _main(argv: Sequence[str] | None) -> int:
     (args,) = parse((EvaluateConfig,), argv, PROG, __doc__)
+    set_num_threads(args.num_threads)
     sys.stdout.write(evaluate(args))
     return 0
 
