@@ -147,10 +147,9 @@ def preflight(args: EvaluateConfig):
              for case in suite_cases(suite, base)]
     runs = args.training_run_dirs()
     for item in args.merge:
-        path = Path(item) / "results.csv" if Path(item).is_dir() else Path(item)
-        if not path.is_file():
-            raise CLIError(f"merge = {item!r}: no {path}; allowed: the output dir or "
-                           "results.csv of an earlier evaluation")
+        if not results_csv(item).is_file():
+            raise CLIError(f"merge = {item!r}: no {results_csv(item)}; allowed: the output dir "
+                           "or results.csv of an earlier evaluation")
     out = check_output_dir_writable("output_dir", args.output_dir)
     return specs, cases, runs, out
 
@@ -225,6 +224,11 @@ def evaluate(args: EvaluateConfig) -> str:
     return table + "\nwrote " + ", ".join(str(f) for f in files) + "\n"
 
 
+def results_csv(item: str) -> Path:
+    """An evaluation's ``results.csv``: ``item`` itself, or the one in the directory ``item``."""
+    return Path(item) / "results.csv" if Path(item).is_dir() else Path(item)
+
+
 def merged_rows(args: EvaluateConfig, rows: list[dict]) -> list[dict]:
     """``rows`` and, per case, the rows of ``args.merge``'s results after them; a merged row
     must be a case of this evaluation, over as many episodes, by a policy not yet in it."""
@@ -235,8 +239,7 @@ def merged_rows(args: EvaluateConfig, rows: list[dict]) -> list[dict]:
     labels = {r["policy"] for r in rows}
     extra = []
     for item in args.merge:
-        path = Path(item) / "results.csv" if Path(item).is_dir() else Path(item)
-        for row in read_csv(path):
+        for row in read_csv(results_csv(item)):
             n = row["kpis"]["throughput_mbps"].n
             if (row["suite"], row["case"]) not in cases or n != episodes:
                 raise CLIError(f"merge = {item!r}: {row['policy']} on {row['case']} "
@@ -249,8 +252,8 @@ def merged_rows(args: EvaluateConfig, rows: list[dict]) -> list[dict]:
             row["x"] = cases[row["suite"], row["case"]]
             extra.append(row)
         labels |= {row["policy"] for row in extra}
-    order = list(cases)
-    return sorted(rows + extra, key=lambda r: order.index((r["suite"], r["case"])))
+    order = {key: k for k, key in enumerate(cases)}  # stable sort: merged rows after the case's
+    return sorted(rows + extra, key=lambda r: order[r["suite"], r["case"]])
 
 
 def evaluate_network(args: EvaluateConfig, specs, out):
