@@ -26,12 +26,15 @@ epoch's profile (``epoch_profile.py``): rollout prefill, decode steps and gramma
 forward, backward, optimizer, reference pass and mask replay, the update's tokens per second,
 its FLOP/s next to this machine's dense matmul FLOP/s in the compute dtype, and its own peak
 memory. ``--shared-prefix 0 1`` runs the update without and with the shared meta-prompt
-(``StackelbergPPOConfig.shared_prefix_update``) side by side and prints their ratios.
+(``StackelbergPPOConfig.shared_prefix_update``) side by side and prints their ratios;
+``--group-by-prefix 0 1`` adds minibatches grouped by meta-prompt and length
+(``StackelbergPPOConfig.group_by_prefix``).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -139,8 +142,8 @@ def model_config(path: Path, precision: str, device: str):
 
 
 # --------------------------------------------------------------------- one configuration
-def measure(args, precision: str, envs: int, shared: bool) -> dict:
-    """Figures of one (precision, B, shared prefix) run in this process."""
+def measure(args, precision: str, envs: int, shared: bool, grouped: bool = False) -> dict:
+    """Figures of one (precision, B, shared prefix, grouped minibatches) run in this process."""
     import torch
     from epoch_profile import EpochProfile, matmul_peak
     from transformers import AutoTokenizer
@@ -161,7 +164,7 @@ def measure(args, precision: str, envs: int, shared: bool) -> dict:
         gradient_checkpointing=precision == "qlora-4bit", eval_every=0, save_every=0,
         report_to=[], overwrite_output_dir=True,
         output_dir=str(Path(args.cache_dir) / "bench-train-run"),
-        prefix_cache=args.prefix_cache, shared_prefix_update=shared)
+        prefix_cache=args.prefix_cache, shared_prefix_update=shared, group_by_prefix=grouped)
     tokenizer = AutoTokenizer.from_pretrained(path)
     policy = StackelbergPolicy.from_model_config(mc, config)
     trainer = StackelbergPPOTrainer(policy, tokenizer, config)
@@ -212,7 +215,7 @@ def measure(args, precision: str, envs: int, shared: bool) -> dict:
     out["update_peak_gib"] = max(r["update_peak_gib"] for r in timed_rows)
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux KiB
     out.update(precision=precision, compute_dtype=compute, B=envs, model=description,
-               shared_prefix=shared, warmup_epoch_s=rows[0]["epoch_s"])
+               shared_prefix=shared, grouped=grouped, warmup_epoch_s=rows[0]["epoch_s"])
     return out
 
 
@@ -227,7 +230,7 @@ def table(result: dict) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["runs"]:
         gpu = "-" if r["peak_gpu_gib"] is None else f"{r['peak_gpu_gib']:.2f}"
-        lines.append(f"| {'on' if r['shared_prefix'] else 'off'} | {r['precision']} "
+        lines.append(f"| {path_name(r)} | {r['precision']} "
                      f"({r['compute_dtype']}) | {r['B']} | {r['rollout_s']:.2f}"
                      f" | {r['update_s']:.2f} | {r['decisions_per_s']:.0f} | "
                      f"{r['tti_latency_ms']:.1f} | {r['episode_s']:.3f} | {gpu} | "
@@ -239,7 +242,7 @@ def table(result: dict) -> str:
               "|---|---|---:|" + "---:|" * len(PROFILE)]
     for r in result["runs"]:
         cells = [f"{r[k]:.1%}" if k == "peak_share" else f"{r[k]:.3g}" for k, _ in PROFILE]
-        lines.append(f"| {'on' if r['shared_prefix'] else 'off'} | {r['precision']} | {r['B']} | "
+        lines.append(f"| {path_name(r)} | {r['precision']} | {r['B']} | "
                      + " | ".join(cells) + " |")
     lines += ratios(result["runs"])
     lines.append(f"paper Table IX (Llama 1B, 8x A800): {PAPER['peak_memory_gb']} GB peak, "
@@ -253,17 +256,24 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def path_name(run: dict) -> str:
+    """The update path of a run: shared prefix off, on, or on with grouped minibatches."""
+    name = "on" if run["shared_prefix"] else "off"
+    return name + "+grouped" if run.get("grouped") else name
+
+
 def ratios(runs: list[dict]) -> list[str]:
     """Shared prefix off / on for each (precision, B) run both ways (targets: >= 2.5x update
-    time per decision, >= 1.5x update peak memory)."""
+    time per decision, >= 1.5x update peak memory); each other path against the plain off."""
     lines = []
-    for on in (r for r in runs if r["shared_prefix"]):
-        off = next((r for r in runs if not r["shared_prefix"] and r["precision"] == on["precision"]
-                    and r["B"] == on["B"]), None)
+    for on in (r for r in runs if r["shared_prefix"] or r.get("grouped")):
+        off = next((r for r in runs if not r["shared_prefix"] and not r.get("grouped")
+                    and r["precision"] == on["precision"] and r["B"] == on["B"]), None)
         if off is None:
             continue
         lines.append(
-            f"{on['precision']} B = {on['B']}: shared prefix off/on: update time per decision "
+            f"{on['precision']} B = {on['B']}: shared prefix off/{path_name(on)}: update time "
+            f"per decision "
             f"{off['update_ms_per_decision'] / on['update_ms_per_decision']:.2f}x (CPU time "
             f"{off['update_cpu_ms_per_decision'] / on['update_cpu_ms_per_decision']:.2f}x), "
             f"FLOPs {off['update_gflops'] / on['update_gflops']:.2f}x, update peak "
@@ -299,12 +309,15 @@ def main() -> None:
     p.add_argument("--shared-prefix", type=int, nargs="+", choices=[0, 1], default=[1],
                    help="the update shares each meta-prompt (1) or runs every prompt in full "
                         "(0); '0 1' measures both side by side")
+    p.add_argument("--group-by-prefix", type=int, nargs="+", choices=[0, 1], default=[0],
+                   help="minibatches of a plain shuffle (0) or grouped by meta-prompt and "
+                        "length (1, StackelbergPPOConfig.group_by_prefix); '0 1' measures both")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (a shared CPU: 1)")
     p.add_argument("--cache-dir", type=Path,
                    default=Path(tempfile.gettempdir()) / "agentic-mac-tiny")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--one", nargs=3, metavar=("PRECISION", "B", "SHARED"),
+    p.add_argument("--one", nargs=4, metavar=("PRECISION", "B", "SHARED", "GROUPED"),
                    help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.device is None:
@@ -319,16 +332,17 @@ def main() -> None:
     args.prefix_cache = bool(args.prefix_cache)
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     if args.one:  # child: one configuration, JSON on the last line
-        print(json.dumps(measure(args, args.one[0], int(args.one[1]), bool(int(args.one[2])))))
+        print(json.dumps(measure(args, args.one[0], int(args.one[1]), bool(int(args.one[2])),
+                                 bool(int(args.one[3])))))
         return
     model_dir(args)  # build the model directory once, before the children read it
     runs = []
     forwarded = [a for a in sys.argv[1:] if a != "--json"]
     for precision in args.precision:
         for envs in args.envs:
-            for shared in args.shared_prefix:
+            for shared, grouped in itertools.product(args.shared_prefix, args.group_by_prefix):
                 cmd = [sys.executable, __file__, *forwarded, "--device", args.device,
-                       "--one", precision, str(envs), str(shared)]
+                       "--one", precision, str(envs), str(shared), str(grouped)]
                 env = dict(os.environ, PYTHONPATH=os.pathsep.join(
                     [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
                 done = subprocess.run(cmd, capture_output=True, text=True, env=env)

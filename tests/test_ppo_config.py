@@ -49,6 +49,7 @@ def test_sft_epochs_per_role_default_to_expert_sft_epochs():
      "overwrite_output_dir = True is invalid; allowed: False when resume_from_checkpoint"),
     ({"expert_follower_sft_epochs": 0.0}, "expert_follower_sft_epochs = 0.0"),
     ({"expert_agreement_episodes": -1}, "expert_agreement_episodes = -1"),
+    ({"group_by_prefix": "yes"}, "group_by_prefix = 'yes' is invalid; allowed: True or False"),
 ])
 def test_invalid_values_name_the_field(kwargs, message):
     with pytest.raises(ConfigError) as error:

@@ -23,7 +23,7 @@ from trainers.policy.models import StackelbergPolicy, load_base_model, lora_conf
 from trainers.policy.prefix_cache import split_prefixes
 from trainers.stackelberg.config import StackelbergPPOConfig
 from trainers.stackelberg.rollout import RolloutWorker
-from trainers.stackelberg.update import minibatch_losses, ppo_update
+from trainers.stackelberg.update import minibatch_losses, pass_minibatches, ppo_update
 
 TEMPERATURE = 0.8
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -158,5 +158,46 @@ def test_the_first_ppo_ratio_is_one_and_the_update_is_unchanged(tiny_path, token
         out[shared] = ppo_update(policy, role, d, optimizer, args, Accelerator(cpu=True),
                                  np.random.default_rng(0), tokenizer.eos_token_id,
                                  tokenizer.pad_token_id)
+    for key, value in out[False].items():
+        assert out[True][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
+def _meta_prompt(d, i):
+    return tuple(d.prompts[i][:d.prefix_lengths[i]])
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_grouped_minibatches_partition_a_pass_and_hold_fewer_meta_prompts(epoch, role):
+    config, decisions = epoch
+    d = decisions[role]
+    count = 3
+    plain = pass_minibatches(d, count, config, np.random.default_rng(0))
+    shuffle = np.random.default_rng(0).permutation(len(d))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, np.array_split(shuffle, count),
+                                                    strict=True))  # the default is unchanged
+    grouped = pass_minibatches(d, count, dataclasses.replace(config, group_by_prefix=True),
+                               np.random.default_rng(0))
+    assert sorted(np.concatenate(grouped).tolist()) == list(range(len(d)))
+    assert sorted(map(len, grouped)) == sorted(map(len, plain))
+    keys = [[(_meta_prompt(d, i), len(d.prompts[i])) for i in rows] for rows in grouped]
+    assert all(k == sorted(k) for k in keys)  # each minibatch is a run of the sorted order
+    distinct = len({_meta_prompt(d, i) for i in range(len(d))})
+    held = [sum(len({_meta_prompt(d, i) for i in rows}) for rows in parts)
+            for parts in (plain, grouped)]
+    assert held[1] <= distinct + count - 1 < held[0]  # a sorted order cut count - 1 times
+
+
+def test_grouping_one_minibatch_changes_only_the_row_order(tiny_path, tokenizer, epoch):
+    config, decisions = epoch
+    d = decisions["follower"]
+    assert len(d) <= config.minibatch_size  # one minibatch per pass
+    out = {}
+    for grouped in (False, True):
+        policy = make_policy(tiny_path).ppo_mode()
+        optimizer = torch.optim.AdamW(policy.role_parameters("follower"), lr=1e-3)
+        out[grouped] = ppo_update(policy, "follower", d, optimizer,
+                                  dataclasses.replace(config, group_by_prefix=grouped),
+                                  Accelerator(cpu=True), np.random.default_rng(0),
+                                  tokenizer.eos_token_id, tokenizer.pad_token_id)
     for key, value in out[False].items():
         assert out[True][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key

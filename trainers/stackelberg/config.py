@@ -100,6 +100,12 @@ class StackelbergPPOConfig:
         "from its observation and action tokens; False = every decision's prompt in full "
         "(the same log-probs, values and gradients up to summation order; slower, more memory).",
         default=True)
+    group_by_prefix: bool = _help(
+        "Sort each PPO pass's shuffled decisions by meta-prompt and prompt length before cutting "
+        "minibatches (as transformers' group_by_length), then shuffle the minibatches: fewer "
+        "distinct meta-prompts and less padding per minibatch (with shared_prefix_update, ~18 % "
+        "fewer follower tokens at I = 3..5). Changes which decisions share a minibatch and its "
+        "advantage normalisation; False = minibatches of a plain shuffle.", default=False)
     episodes_per_epoch: int = _help(
         "E: episodes collected per epoch and process (a multiple of n_envs).", default=8)
     total_epochs: int = _help(
@@ -206,7 +212,7 @@ class StackelbergPPOConfig:
             _fail("legacy_policy", self.legacy_policy, f"one of {sorted(FOLLOWERS)}")
         if self.expert_leader not in ("max_weight", "round_robin"):
             _fail("expert_leader", self.expert_leader, "'max_weight' or 'round_robin'")
-        for name in ("prefix_cache", "shared_prefix_update"):
+        for name in ("prefix_cache", "shared_prefix_update", "group_by_prefix"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "True or False")
         if self.kl_reference not in ("base", "start"):

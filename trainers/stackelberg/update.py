@@ -82,6 +82,27 @@ def shared_prefixes(d: Decisions, rows: np.ndarray, config) -> list[int] | None:
     return [d.prefix_lengths[i] for i in rows]
 
 
+def pass_minibatches(d: Decisions, count: int, config,
+                     rng: np.random.Generator) -> list[np.ndarray]:
+    """One PPO pass's ``count`` minibatches (decision indices) from a shuffle of ``d``.
+
+    With ``group_by_prefix`` the shuffle is sorted (stably: ties stay shuffled) by meta-prompt
+    and prompt length, cut, and the minibatches are drawn in random order, so each holds few
+    distinct meta-prompts and little padding, as transformers' ``group_by_length``.
+    """
+    order = rng.permutation(len(d))
+    if not config.group_by_prefix:
+        return np.array_split(order, count)
+    shared = len(d.prefix_lengths) == len(d)
+
+    def key(i: int) -> tuple:
+        head = tuple(d.prompts[i][:d.prefix_lengths[i]]) if shared else ()
+        return head, len(d.prompts[i])
+
+    parts = np.array_split(np.array(sorted(order, key=key), dtype=np.int64), count)
+    return [parts[k] for k in rng.permutation(count)]
+
+
 def minibatch_losses(policy, role: str, d: Decisions, rows: np.ndarray, config,
                      eos: int, pad: int, ref_cache: dict | None = None) -> dict[str, torch.Tensor]:
     """Eqs. 10 and 12-13 for the decisions ``rows`` of ``d``: losses and diagnostics
@@ -121,10 +142,11 @@ def ppo_update(policy, role: str, d: Decisions, optimizer, config, accelerator,
     steps = 0
     ref_cache: dict[int, torch.Tensor] = {}  # decision -> reference token log-probs
     for _ in range(config.ppo_epochs(role)):
-        order = rng.permutation(n)
-        for k, rows in enumerate(np.array_split(order, count)):
+        parts = pass_minibatches(d, count, config, rng)
+        first = np.concatenate(parts)[:1]
+        for k, rows in enumerate(parts):
             empty = rows.size == 0  # fewer decisions here than minibatches elsewhere:
-            rows = order[:1] if empty else rows  # still join the gradient all-reduce, with 0
+            rows = first if empty else rows  # still join the gradient all-reduce, with 0
             with accelerator.autocast():
                 out = minibatch_losses(policy, role, d, rows, config, eos, pad, ref_cache)
             scale = 0.0 if empty else 1.0 / config.gradient_accumulation_steps
