@@ -145,7 +145,7 @@ def model_config(path: Path, precision: str, device: str):
 def measure(args, precision: str, envs: int, shared: bool, grouped: bool = False) -> dict:
     """Figures of one (precision, B, shared prefix, grouped minibatches) run in this process."""
     import torch
-    from epoch_profile import EpochProfile, matmul_peak
+    from epoch_profile import EpochProfile, matmul_peak, rss_high_water_gib
     from transformers import AutoTokenizer
 
     from trainers.policy.models import StackelbergPolicy
@@ -213,7 +213,9 @@ def measure(args, precision: str, envs: int, shared: bool, grouped: bool = False
     out = {k: statistics.median(r[k] for r in timed_rows) for k in keys}
     out["peak_gpu_gib"] = max(r["peak_gpu_gib"] for r in timed_rows) if cuda else None
     out["update_peak_gib"] = max(r["update_peak_gib"] for r in timed_rows)
-    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux KiB
+    out["peak_rss_gib"] = max(  # the update's VmHWM resets also lower the kernel's maximum
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, profile.process_peak_gib,
+        rss_high_water_gib())  # Linux KiB
     out.update(precision=precision, compute_dtype=compute, B=envs, model=description,
                shared_prefix=shared, grouped=grouped, warmup_epoch_s=rows[0]["epoch_s"])
     return out

@@ -106,6 +106,7 @@ class EpochProfile:
         self.update_cpu_s = 0.0  # the update's process CPU time: robust to a shared CPU's load
         self.tokens = self.flops = 0
         self.update_peak_gib = 0.0
+        self.process_peak_gib = 0.0  # CPU: kept across the resets, which lower ru_maxrss too
         self._formulas = _flop_formulas()
         policy = trainer.policy
         self._wrap(policy, "forward_actions", "update_forward", count=True)
@@ -183,6 +184,7 @@ class EpochProfile:
     def _profiled_update(self, *args, **kwargs):
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
+        self.process_peak_gib = max(self.process_peak_gib, rss_high_water_gib())
         reset_rss_peak()
         cpu = time.process_time()
         try:
@@ -192,6 +194,7 @@ class EpochProfile:
             peak = (torch.cuda.max_memory_allocated() / 2**30 if self.cuda
                     else rss_high_water_gib())
             self.update_peak_gib = max(self.update_peak_gib, peak)
+            self.process_peak_gib = max(self.process_peak_gib, rss_high_water_gib())
 
     def record(self, decisions: float, matmul_flops: float) -> dict[str, float]:
         """This epoch's figures (seconds per phase, tokens/s, FLOP/s and its share of peak)."""

@@ -144,18 +144,19 @@ def test_reference_logprobs_reused_across_ppo_passes_change_no_metric(tiny, monk
         assert metrics[1][key] == pytest.approx(metrics[0][key], abs=1e-5), key
 
 
-def test_bench_train_profiles_both_update_paths_on_the_tiny_spec(tmp_path):
+def test_bench_train_profiles_every_update_path_on_the_tiny_spec(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--spec", "tiny",
            "--precision", "fp32-lora", "--envs", "2", "--ttis", "2", "--ues", "2", "--rbgs", "2",
            "--minibatch", "8", "--cache-dir", str(tmp_path), "--device", "cpu",
-           "--shared-prefix", "0", "1", "--json"]
+           "--shared-prefix", "0", "1", "--group-by-prefix", "0", "1", "--json"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert {"model", "I", "N", "T", "device", "paper", "targets", "runs"} <= set(result)
-    off, on = result["runs"]
-    assert (off["shared_prefix"], on["shared_prefix"]) == (False, True)
-    for run in (off, on):
+    off, off_grouped, on, on_grouped = result["runs"]
+    assert [(r["shared_prefix"], r["grouped"]) for r in result["runs"]] == [
+        (False, False), (False, True), (True, False), (True, True)]
+    for run in result["runs"]:
         for key in ("rollout_s", "update_s", "epoch_s", "decisions_per_s", "tti_latency_ms",
                     "episode_s", "peak_rss_gib", "prefill_s", "decode_s", "mask_s",
                     "update_forward_s", "backward_s", "optimizer_s", "reference_s",
@@ -164,6 +165,7 @@ def test_bench_train_profiles_both_update_paths_on_the_tiny_spec(tmp_path):
             assert run[key] > 0, key
         assert run["peak_gpu_gib"] is None and run["B"] == 2 and run["precision"] == "fp32-lora"
         assert run["decisions"] == 2 * 2 * (1 + 2)  # B x T x (leader + I followers)
+        assert run["peak_rss_gib"] >= run["update_peak_gib"]  # the process peak holds the update
     # the same decisions (same seeds) and tokens; the shared meta-prompts cost fewer FLOPs
     tokens = [r["update_tokens_per_s"] * r["update_s"] for r in (off, on)]
     assert tokens[1] == pytest.approx(tokens[0], rel=1e-9)
