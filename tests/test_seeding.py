@@ -16,6 +16,7 @@ from textgame.config import CellConfig, ScenarioConfig, replace_checked
 from textgame.game import StackelbergGame
 from textgame.parsing import parse_dcm
 from textgame.policies import make_follower, make_leader
+from textgame.prompts import TextConfig
 from trainers.policy.chat import chat_render
 from trainers.policy.encoding import encode_prompts
 from trainers.policy.named_models import build_tiny_model
@@ -159,6 +160,24 @@ def test_follower_completions_are_the_obedient_actions_of_the_numeric_game(exper
                 for bitmap, ucm in followers]
     assert list(data["follower"]["completion"]) == expected
     assert any("1" in c.split()[0] for c in expected)  # some UEs were granted RBGs
+
+
+def test_with_history_the_leader_prompt_shows_the_dcm_round_robin_continues():
+    """history_ttis = 1: the leader prompt of TTI t >= 1 carries the DCM of TTI t - 1, from which
+    the Round-Robin expert's DCM follows (its cycle over 1..I continues): readable from the text."""
+    data = expert_dataset(SCENARIO, leader="round_robin", episodes=2, n_envs=2, seed=0,
+                          text_config=TextConfig(history_ttis=1))
+    prompts, completions = data["leader"]["prompt"], data["leader"]["completion"]
+    assert len(prompts) == 2 * CELL.episode_ttis  # one batch of 2 envs: row k is (t, env) =
+    for k, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+        t = k // 2  # (k // 2, k % 2)
+        history = re.findall(r"^TTI (\d+): DCM ([\d ]+) outcome", prompt, flags=re.M)
+        if t == 0:
+            assert history == []
+            continue
+        assert history == [(str(t - 1), completions[k - 2])]
+        n_ues = int(re.search(r"and (\d+) UEs", prompt).group(1))
+        assert int(completion.split()[0]) == int(completions[k - 2].split()[-1]) % n_ues + 1
 
 
 def test_same_seed_same_data_other_seed_other_data():
