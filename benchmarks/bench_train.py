@@ -261,15 +261,15 @@ def table(result: dict) -> str:
 def path_name(run: dict) -> str:
     """The update path of a run: shared prefix off, on, or on with grouped minibatches."""
     name = "on" if run["shared_prefix"] else "off"
-    return name + "+grouped" if run.get("grouped") else name
+    return name + "+grouped" if run["grouped"] else name
 
 
 def ratios(runs: list[dict]) -> list[str]:
     """Shared prefix off / on for each (precision, B) run both ways (targets: >= 2.5x update
     time per decision, >= 1.5x update peak memory); each other path against the plain off."""
     lines = []
-    for on in (r for r in runs if r["shared_prefix"] or r.get("grouped")):
-        off = next((r for r in runs if not r["shared_prefix"] and not r.get("grouped")
+    for on in (r for r in runs if r["shared_prefix"] or r["grouped"]):
+        off = next((r for r in runs if not r["shared_prefix"] and not r["grouped"]
                     and r["precision"] == on["precision"] and r["B"] == on["B"]), None)
         if off is None:
             continue

@@ -191,10 +191,10 @@ class EpochProfile:
             return self._timed("update", self._update, *args, **kwargs)
         finally:
             self.update_cpu_s += time.process_time() - cpu
-            peak = (torch.cuda.max_memory_allocated() / 2**30 if self.cuda
-                    else rss_high_water_gib())
+            rss = rss_high_water_gib()
+            peak = torch.cuda.max_memory_allocated() / 2**30 if self.cuda else rss
             self.update_peak_gib = max(self.update_peak_gib, peak)
-            self.process_peak_gib = max(self.process_peak_gib, rss_high_water_gib())
+            self.process_peak_gib = max(self.process_peak_gib, rss)
 
     def record(self, decisions: float, matmul_flops: float) -> dict[str, float]:
         """This epoch's figures (seconds per phase, tokens/s, FLOP/s and its share of peak)."""
