@@ -331,6 +331,10 @@ def main() -> None:
                                         else ["fp32-lora", "qlora-4bit"])
     args.envs = args.envs or ([1, 8, 32] if cuda else [1, 8])
     args.ttis = args.ttis or (50 if cuda else 10)
+    named = args.spec in ("tiny", "llama-3.2-1b")
+    if not named and not (Path(args.spec) / "config.json").is_file():
+        p.error(f"--spec {args.spec!r}: no config.json there; allowed: 'tiny', 'llama-3.2-1b' or "
+                "a checkpoint directory (model + tokenizer)")
     args.prefix_cache = bool(args.prefix_cache)
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     if args.one:  # child: one configuration, JSON on the last line

@@ -170,3 +170,13 @@ def test_bench_train_profiles_every_update_path_on_the_tiny_spec(tmp_path):
     tokens = [r["update_tokens_per_s"] * r["update_s"] for r in (off, on)]
     assert tokens[1] == pytest.approx(tokens[0], rel=1e-9)
     assert on["update_gflops"] < off["update_gflops"]
+
+
+def test_bench_train_refuses_a_spec_that_is_no_checkpoint(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--spec",
+           str(tmp_path / "missing"), "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].endswith(
+        "no config.json there; allowed: 'tiny', 'llama-3.2-1b' or a checkpoint directory "
+        "(model + tokenizer)")
