@@ -94,7 +94,8 @@ class LeaderStudent(nn.Module):
         and the bids (B, 1 + I, N)."""
         bids = self.bids(global_x, ue_x, mask)
         _, index = bids.flatten(1).topk(self.n_rbgs, dim=-1)  # (B, N) into (1 + I) x N
-        return torch.div(index, self.n_rbgs, rounding_mode="floor"), bids
+        # index >= 0, so truncation is floor division: one ONNX Div (floor exports as seven)
+        return torch.div(index, self.n_rbgs, rounding_mode="trunc"), bids
 
     def decode(self, bids: torch.Tensor, choose: Callable[[int, torch.Tensor], torch.Tensor]
                ) -> tuple[torch.Tensor, torch.Tensor]:

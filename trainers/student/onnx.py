@@ -90,7 +90,8 @@ class OnnxBackend:
         return self.follower_session.run(None, {"ue_x": ue_x})
 
     def leader(self, global_x, ue_x, mask, generator=None) -> np.ndarray:
-        return self.leader_outputs(global_x, ue_x, mask)[0]
+        return self.leader_session.run(["dcm"], {"global_x": global_x, "ue_x": ue_x,
+                                                 "mask": mask})[0]
 
     def follower(self, ue_x, generator=None) -> tuple[np.ndarray, np.ndarray]:
         bitmap, ucm = self.follower_session.run(["bitmap", "ucm"], {"ue_x": ue_x})
