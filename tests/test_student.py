@@ -23,7 +23,7 @@ from trainers.policy.scheduler import LLMFollower, LLMLeader, load_llm_policies
 from trainers.student.__main__ import main
 from trainers.student.config import DistillConfig
 from trainers.student.distill import Distiller, distill
-from trainers.student.features import CellShape
+from trainers.student.features import CellShape, StudentLeaderFeatures
 from trainers.student.model import StudentModel
 from trainers.student.onnx import OnnxBackend, export_onnx
 from trainers.student.pettingzoo import StudentAECPolicy
@@ -426,6 +426,24 @@ def test_realtime_path_decides_exactly_as_the_batched_policies(runtime, distille
                 break
             obs = step.leader_obs
     assert len(seen) >= 4  # the churn really varied I_t
+
+
+def test_realtime_path_with_no_active_ue_matches_the_batched_features():
+    """A TTI with nobody in the cell: one padded row of zeros and an all-false mask, as the
+    batched features give (W = max(I_t, 1)); the history still shifts."""
+    model = student(hidden=16)
+    sc = scenario(ue_counts=[3])
+    game, lean = StackelbergGame(sc, 1), RealtimeStudent(model, TorchBackend(model), 3)
+    batched = StudentLeaderFeatures(model.shape, model.history_len)
+    batched.reset(1, 3)
+    obs = game.reset(0)
+    for active in (obs.active, np.zeros_like(obs.active)):
+        obs.active, obs.n_active = active, active.sum(1)
+        ours, theirs = lean.leader_inputs(obs), batched.push(obs)
+        for mine, reference in zip(ours, theirs, strict=True):
+            assert mine.shape == reference.shape and np.array_equal(mine, reference)
+        batched.record(np.zeros((1, model.shape.n_rbgs), dtype=np.int64), active)
+    assert ours[1].shape == (1, 1, ours[1].shape[-1]) and not ours[2].any()
 
 
 def test_onnx_runtime_plays_the_same_episodes_as_pytorch(distilled):
