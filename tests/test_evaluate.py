@@ -17,7 +17,7 @@ from trl import ModelConfig
 
 from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
-from trainers.evaluation.report import markdown, plot_sweep, plot_training, to_csv
+from trainers.evaluation.report import line_style, markdown, plot_sweep, plot_training, to_csv
 from trainers.evaluation.suites import (
     LEGACY_LOADS,
     LEGACY_MIXES,
@@ -229,6 +229,12 @@ def test_merged_evaluations_give_the_joint_table(tmp_path, capsys):
 def assert_png(path: Path) -> None:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, path
+
+
+def test_the_first_thirty_lines_of_a_figure_all_look_different():
+    looks = [tuple(sorted(line_style(k).items())) for k in range(30)]
+    assert len(set(looks)) == 30
+    assert [style["color"] for style in map(line_style, range(10))] == [f"C{k}" for k in range(10)]
 
 
 def test_sweep_and_training_figures_are_written(tmp_path):

@@ -25,7 +25,7 @@ from textgame.metrics import summarize
 from textgame.network_config import NetworkConfig
 from textgame.network_metrics import run_network_episodes
 from textgame.partition import PARTITIONS
-from trainers.evaluation.report import _pyplot, _save
+from trainers.evaluation.report import _pyplot, _save, line_style
 from trainers.evaluation.suites import PolicySpec, load_policies
 
 HCN_CELLS = (1, 2, 4, 8, 16)
@@ -94,12 +94,13 @@ def plot_hcn(rows: Sequence[Mapping], path: str | Path) -> Path:
     kpis = {"network_throughput_mbps": "network throughput (Mbps)",
             "throughput_per_cell_mbps": "throughput per cell (Mbps)"}
     for ax, (kpi, title) in zip(axes, kpis.items(), strict=True):
-        for key in dict.fromkeys((r["policy"], r["partition"]) for r in rows):
+        for k, key in enumerate(dict.fromkeys((r["policy"], r["partition"]) for r in rows)):
             points = [r for r in rows if (r["policy"], r["partition"]) == key]
             ci = [0.0 if math.isnan(r["kpis"][kpi].ci95) else r["kpis"][kpi].ci95
                   for r in points]
             ax.errorbar([r["x"] for r in points], [r["kpis"][kpi].mean for r in points],
-                        yerr=ci, marker="o", markersize=3, capsize=2, label=" / ".join(key))
+                        yerr=ci, markersize=3, capsize=2, label=" / ".join(key),
+                        **line_style(k))
         ax.set_xscale("log", base=2)
         ax.set_xlabel("cells C")
         ax.set_ylabel(title)

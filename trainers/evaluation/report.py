@@ -76,23 +76,31 @@ def _save(plt, fig, path: str | Path) -> Path:
     return path
 
 
+def line_style(k: int) -> dict:
+    """Matplotlib style of the k-th line: ten colours, then the next marker and dash pattern,
+    so lines past the tenth do not repeat an earlier line's look."""
+    return {"color": f"C{k % 10}", "marker": "osD^v"[k // 10 % 5],
+            "linestyle": ("-", "--", ":")[k // 10 % 3]}
+
+
 def plot_sweep(rows: Sequence[Mapping], suite: str, path: str | Path) -> Path:
     """Throughput and fairness against the suite's axis, one line per policy, 95 % CI bars."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(CURVE_KPIS), figsize=(5.0 * len(CURVE_KPIS), 3.6))
+    fig, axes = plt.subplots(1, len(CURVE_KPIS), figsize=(5.0 * len(CURVE_KPIS) + 2.0, 3.6))
     policies = list(dict.fromkeys(r["policy"] for r in rows if r["suite"] == suite))
     for ax, (kpi, title) in zip(axes, CURVE_KPIS.items(), strict=True):
-        for policy in policies:
+        for k, policy in enumerate(policies):
             points = [r for r in rows if r["suite"] == suite and r["policy"] == policy]
             x = [float(r["x"]) for r in points]
             mean = [r["kpis"][kpi].mean for r in points]
             ci = [0.0 if math.isnan(r["kpis"][kpi].ci95) else r["kpis"][kpi].ci95
                   for r in points]
-            ax.errorbar(x, mean, yerr=ci, marker="o", markersize=4, capsize=3, label=policy)
+            ax.errorbar(x, mean, yerr=ci, markersize=4, capsize=3, label=policy,
+                        **line_style(k))
         ax.set_xlabel(SWEEPS[suite])
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the data
     return _save(plt, fig, path)
 
 
