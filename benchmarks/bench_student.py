@@ -2,6 +2,7 @@
 
     python benchmarks/bench_student.py                          # fresh student, I = 2..10
     python benchmarks/bench_student.py --student runs/student-mw/final --ttis 200
+    python benchmarks/bench_student.py --ues 2 5 10 --llm runs/smollm2-ppo-rr/final
 
 One TTI decision = the leader (features of the BS's observation, the DCM) and the followers of
 all active UEs of one cell (their features, bitmaps and UCMs), single-threaded (one torch
@@ -11,11 +12,13 @@ network only (the forward passes on ready features). Runtimes: PyTorch (eager, i
 and onnxruntime on the exported graphs, each through the batched policies
 (``StudentLeader``/``StudentFollower`` at B = 1); "lean" is the deployed one-cell path
 (:class:`trainers.student.realtime.RealtimeStudent`: same actions, preallocated features) on
-onnxruntime, with its feature extraction alone in the next column. The LLM column is the
-Stackelberg policy on the offline tiny model of ``trainers.tiny`` (a random Llama, LoRA
-adapters, PAG decoding): its decision latency per TTI for the same cell (``--llm_ttis`` TTIs
-after one warm-up episode). Target: <= 100 us per TTI at I = 10 on one core. Other processes
-on the machine inflate every figure (the p99 most); run it on an idle core.
+onnxruntime, with its feature extraction alone in the next column. The LLM column is a
+Stackelberg policy's decision latency per TTI for the same cell (``--llm_ttis`` TTIs after one
+warm-up episode): by default a fresh policy on the offline tiny model of ``trainers.tiny`` (a
+random Llama, LoRA adapters, PAG decoding), or trained adapters with ``--llm DIR`` (e.g.
+issue 12's SmolLM2: ``--llm runs/smollm2-ppo-rr/final``). Target: <= 100 us per TTI at I = 10
+on one core. Other processes on the machine inflate every figure (the p99 most); run it on an
+idle core.
 """
 
 from __future__ import annotations
@@ -139,6 +142,49 @@ def llm_latency(scenario: ScenarioConfig, ttis: int, cache_dir: Path) -> float:
     return statistics.median(times)
 
 
+def trained_llm_latency(leader, follower, scenario: ScenarioConfig, ttis: int) -> float:
+    """Median seconds per TTI of saved LLM adapters played as textgame policies (leader and
+    followers of one env, B = 1): one warm-up episode, then three timed ones of ``ttis``."""
+    data = scenario.to_dict()
+    data["cell"]["episode_ttis"] = ttis
+    scenario = ScenarioConfig.from_dict(data)
+    c, game, times = scenario.cell, StackelbergGame(scenario, 1), []
+    for episode in range(4):
+        rng = np.random.default_rng(episode)
+        leader.reset(1, c.max_ues, c.n_rbgs, rng)
+        follower.reset(1, c.max_ues, c.n_rbgs, c.ucm_levels, rng)
+        obs, seconds = game.reset(episode), 0.0
+        while True:
+            start = time.perf_counter()
+            dcm = leader.act(obs)
+            seconds += time.perf_counter() - start
+            follower_obs = game.step_leader(dcm)
+            start = time.perf_counter()
+            action = follower.act(follower_obs)
+            seconds += time.perf_counter() - start
+            step = game.step_followers(*action)
+            if step.done:
+                break
+            obs = step.leader_obs
+        if episode:  # the first one compiles grammars and fills the prefix caches
+            times.append(seconds / ttis)
+    return statistics.median(times)
+
+
+def load_llm(spec: str, parser: argparse.ArgumentParser):
+    """(leader, follower) of ``--llm``: None for 'tiny' (built per I), else saved adapters."""
+    if spec == "tiny":
+        return None
+    from trainers.policy.scheduler import load_llm_policies
+    from trainers.runs.hub import HubError
+
+    try:
+        return load_llm_policies(spec, ues_as_trained=True)
+    except (OSError, ValueError, HubError) as error:
+        parser.error(f"--llm = {spec!r} is invalid; allowed: 'tiny' or saved Stackelberg PPO "
+                     f"adapters (a run's final/ or a Hub id): {error}")
+
+
 def summary(seconds: list[float]) -> tuple[float, float]:
     us = np.asarray(seconds) * 1e6
     return float(np.median(us)), float(np.percentile(us, 99))
@@ -152,6 +198,9 @@ def main(argv=None) -> str:
     p.add_argument("--ttis", type=int, default=50, help="TTIs per timed episode")
     p.add_argument("--episodes", type=int, default=6, help="timed episodes per I")
     p.add_argument("--llm_ttis", type=int, default=4, help="TTIs per LLM episode (0 = skip)")
+    p.add_argument("--llm", default="tiny",
+                   help="the LLM policy of the ratio column: 'tiny' (a fresh policy on the "
+                        "offline tiny model) or saved adapters, e.g. runs/smollm2-ppo-rr/final")
     p.add_argument("--cache_dir", type=Path,
                    default=Path(tempfile.gettempdir()) / "agentic-mac-tiny")
     args = p.parse_args(argv)
@@ -166,8 +215,9 @@ def main(argv=None) -> str:
         if not (directory / "leader.onnx").is_file():
             export_onnx(model, directory)
     backends = {"torch": TorchBackend(model), "onnx": OnnxBackend(directory)}
+    trained = load_llm(args.llm, p) if args.llm_ttis else None
     lines = ["| I | PyTorch median / p99 (us) | net only | onnxruntime median / p99 (us) | "
-             "net only | lean onnxruntime median / p99 (us) | lean features | LLM tiny (ms) | "
+             "net only | lean onnxruntime median / p99 (us) | lean features | LLM (ms) | "
              "LLM / lean |", "|---:|" + "---:|" * 8]
     for n_ues in args.ues:
         scenario, row = cell(n_ues, args.ttis), []
@@ -176,7 +226,10 @@ def main(argv=None) -> str:
             row.append((summary(total), summary(network)))
         lean, lean_features = map(summary, lean_latency(model, backends["onnx"], scenario,
                                                         args.episodes))
-        llm = llm_latency(scenario, args.llm_ttis, args.cache_dir) if args.llm_ttis else None
+        llm = None
+        if args.llm_ttis:
+            llm = (llm_latency(scenario, args.llm_ttis, args.cache_dir) if trained is None
+                   else trained_llm_latency(*trained, scenario, args.llm_ttis))
         (pt, pt_net), (ort, ort_net) = row
         ratio = f"{llm * 1e6 / lean[0]:.0f}x" if llm else "-"
         lines.append(f"| {n_ues} | {pt[0]:.0f} / {pt[1]:.0f} | {pt_net[0]:.0f} | "
@@ -185,7 +238,7 @@ def main(argv=None) -> str:
                      f"{f'{llm * 1e3:.1f}' if llm else '-'} | {ratio} |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)
-    print(f"\n{table}\n\nload average (1, 5, 15 min): {os.getloadavg()}\n"
+    print(f"\n{table}\n\nLLM: {args.llm}; load average (1, 5, 15 min): {os.getloadavg()}\n"
           f"target: <= {TARGET_US:.0f} us per TTI at I = 10 on one core")
     return table
 

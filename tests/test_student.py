@@ -5,9 +5,11 @@ cells (N = 4, T <= 20)."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -560,6 +562,36 @@ def test_an_llm_teacher_is_the_scheduler_at_the_runs_temperature(llm_teacher_dir
     assert greedy.leader.temperature == greedy.follower.temperature == 0.5  # temperature_end
     sampling = build_teacher(f"llm:{llm_teacher_dir}", cell, greedy=False)
     assert sampling.leader.temperature == sampling.follower.temperature == 1.0
+
+
+def bench_student():
+    """benchmarks/bench_student.py as a module (benchmarks/ is no package)."""
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_student.py"
+    spec = importlib.util.spec_from_file_location("bench_student", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_student_times_saved_llm_adapters_beside_the_student(llm_teacher_dir, tmp_path,
+                                                                    capsys):
+    table = bench_student().main(["--ues", "2", "3", "--ttis", "3", "--episodes", "1",
+                                  "--llm_ttis", "2", "--llm", llm_teacher_dir,
+                                  "--cache_dir", str(tmp_path)])
+    rows = [line.split("|")[1:-1] for line in table.splitlines()[2:]]
+    assert [int(row[0]) for row in rows] == [2, 3]
+    for row in rows:
+        llm_ms, ratio = float(row[7]), row[8].strip()
+        assert llm_ms > 0 and ratio.endswith("x") and float(ratio[:-1]) > 0
+    assert f"LLM: {llm_teacher_dir};" in capsys.readouterr().out
+
+
+def test_bench_student_refuses_an_llm_that_is_no_policy(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_student().main(["--ues", "2", "--llm", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert f"--llm = '{tmp_path / 'missing'}' is invalid; allowed: 'tiny' or saved" in (
+        capsys.readouterr().err.splitlines()[-1])
 
 
 def test_an_llm_teacher_acts_as_the_scheduler_for_the_same_seed(llm_teacher_dir):
