@@ -102,8 +102,11 @@ class DistillConfig:
         "beta ** r (Ross et al.'s decaying mixture); the student otherwise.", default=0.5)
 
     # ----------------------------------------------------------------------- optimisation
-    epochs_per_round: int = _help("Passes over the aggregated data after each round.",
-                                  default=3)
+    epochs_per_round: int = _help(
+        "Passes over the aggregated data after each round (ceil(leader decisions / "
+        "minibatch_size) steps each). Raise it when a costly teacher gives few decisions: an "
+        "LLM teacher's 480 leader decisions are 2 steps a pass (recipes/REPRODUCE.md, Fig. 14).",
+        default=3)
     minibatch_size: int = _help("Decisions (leader TTIs; UE decisions) per minibatch.",
                                 default=256)
     learning_rate: float = _help("Adam learning rate (cosine decay over all rounds).",
