@@ -36,7 +36,7 @@ import torch
 from textgame.config import ScenarioConfig
 from textgame.game import StackelbergGame
 from trainers.student.features import CellShape
-from trainers.student.model import StudentModel
+from trainers.student.model import CONFIG_FILE, StudentModel
 from trainers.student.onnx import OnnxBackend, export_onnx
 from trainers.student.policies import StudentFollower, StudentLeader, TorchBackend
 from trainers.student.realtime import RealtimeStudent
@@ -48,34 +48,44 @@ def cell(n_ues: int, ttis: int) -> ScenarioConfig:
     return ScenarioConfig.from_dict({"cell": {"ue_counts": [n_ues], "episode_ttis": ttis}})
 
 
+def tti_seconds(leader, follower, game: StackelbergGame, episode: int, rng=None,
+                on_tti=None) -> list[float]:
+    """Seconds of each TTI decision (``leader.act`` + ``follower.act``) of one episode at B = 1;
+    the simulator's steps are not timed, nor ``on_tti()``, called after each decision."""
+    leader.reset(1, game.max_ues, game.n_rbgs, rng)
+    follower.reset(1, game.max_ues, game.n_rbgs, game.ucm_levels, rng)
+    obs, seconds = game.reset(episode), []
+    while True:
+        start = time.perf_counter()
+        dcm = leader.act(obs)
+        t_leader = time.perf_counter() - start
+        follower_obs = game.step_leader(dcm)
+        start = time.perf_counter()
+        action = follower.act(follower_obs)
+        seconds.append(t_leader + time.perf_counter() - start)
+        if on_tti is not None:
+            on_tti()
+        step = game.step_followers(*action)
+        if step.done:
+            return seconds
+        obs = step.leader_obs
+
+
 def student_latency(model: StudentModel, backend, scenario: ScenarioConfig, episodes: int
                     ) -> tuple[list[float], list[float]]:
     """Seconds per TTI: (end to end, network only)."""
-    c = scenario.cell
     leader, follower = StudentLeader(model, backend), StudentFollower(model, backend)
-    game = StackelbergGame(scenario, 1)
-    total, network = [], []
+    game, total, network = StackelbergGame(scenario, 1), [], []
+
+    def time_network() -> None:  # the forward passes alone, on this TTI's ready features
+        last, ue_x = leader.last, follower.last["ue_x"]
+        start = time.perf_counter()
+        backend.leader(last["global_x"], last["ue_x"], last["mask"])
+        backend.follower(ue_x)
+        network.append(time.perf_counter() - start)
+
     for episode in range(episodes):
-        leader.reset(1, c.max_ues, c.n_rbgs, None)
-        follower.reset(1, c.max_ues, c.n_rbgs, c.ucm_levels, None)
-        obs = game.reset(episode)
-        while True:
-            start = time.perf_counter()
-            dcm = leader.act(obs)
-            t_leader = time.perf_counter() - start
-            follower_obs = game.step_leader(dcm)
-            start = time.perf_counter()
-            action = follower.act(follower_obs)
-            total.append(t_leader + time.perf_counter() - start)
-            last, ue_x = leader.last, follower.last["ue_x"]
-            start = time.perf_counter()
-            backend.leader(last["global_x"], last["ue_x"], last["mask"])
-            backend.follower(ue_x)
-            network.append(time.perf_counter() - start)
-            step = game.step_followers(*action)
-            if step.done:
-                break
-            obs = step.leader_obs
+        total += tti_seconds(leader, follower, game, episode, on_tti=time_network)
     return total, network
 
 
@@ -111,71 +121,45 @@ def lean_latency(model: StudentModel, backend, scenario: ScenarioConfig, episode
     return total, feature
 
 
-def llm_latency(scenario: ScenarioConfig, ttis: int, cache_dir: Path) -> float:
-    """Median seconds per TTI of the tiny-model LLM policy (leader + followers, one env)."""
-    from transformers import AutoTokenizer
+def fresh_tiny_policy(cache_dir: Path) -> Path:
+    """A fresh Stackelberg policy on the offline tiny model (random Llama, LoRA r = 16 on the
+    q/v projections), saved like a run's ``final/`` so it loads as trained adapters do."""
     from trl import ModelConfig
 
     from trainers.policy.models import StackelbergPolicy
     from trainers.policy.named_models import build_tiny_model
+    from trainers.runs.hub import write_trainer_config
     from trainers.stackelberg.config import StackelbergPPOConfig
-    from trainers.stackelberg.trainer import StackelbergPPOTrainer
 
     _, tokenizer = build_tiny_model(cache_dir)
-    path = tokenizer.name_or_path
-    mc = ModelConfig(model_name_or_path=path, dtype="float32", lora_r=16, lora_alpha=32,
-                     lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj"])
-    data = scenario.to_dict()
-    data["cell"]["episode_ttis"] = ttis
-    config = StackelbergPPOConfig(scenario=data, n_envs=1, episodes_per_epoch=1,
-                                  report_to=[], resume=False, eval_every=0, save_every=0,
-                                  output_dir=str(cache_dir / "bench-student-llm"))
+    mc = ModelConfig(model_name_or_path=tokenizer.name_or_path, dtype="float32", lora_r=16,
+                     lora_alpha=32, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj"])
+    config = StackelbergPPOConfig(report_to=[], output_dir=str(cache_dir / "bench-student-llm"))
     policy = StackelbergPolicy.from_model_config(mc, config)
-    worker = StackelbergPPOTrainer(policy, AutoTokenizer.from_pretrained(path), config).worker
-    with torch.no_grad():
-        worker.play(0, 0, 1.0)  # warm-up: grammars compiled, caches filled
-        times = []
-        for k in range(3):
-            start = time.perf_counter()
-            worker.play(0, k + 1, 1.0)
-            times.append((time.perf_counter() - start) / ttis)
-    return statistics.median(times)
+    directory = Path(tempfile.mkdtemp(prefix="bench-student-llm-"))
+    policy.save_adapters(directory)
+    write_trainer_config(directory, config)
+    return directory
 
 
-def trained_llm_latency(leader, follower, scenario: ScenarioConfig, ttis: int) -> float:
-    """Median seconds per TTI of saved LLM adapters played as textgame policies (leader and
+def llm_latency(leader, follower, scenario: ScenarioConfig, ttis: int) -> float:
+    """Median seconds per TTI of LLM adapters played as textgame policies (leader and
     followers of one env, B = 1): one warm-up episode, then three timed ones of ``ttis``."""
     data = scenario.to_dict()
     data["cell"]["episode_ttis"] = ttis
-    scenario = ScenarioConfig.from_dict(data)
-    c, game, times = scenario.cell, StackelbergGame(scenario, 1), []
-    for episode in range(4):
-        rng = np.random.default_rng(episode)
-        leader.reset(1, c.max_ues, c.n_rbgs, rng)
-        follower.reset(1, c.max_ues, c.n_rbgs, c.ucm_levels, rng)
-        obs, seconds = game.reset(episode), 0.0
-        while True:
-            start = time.perf_counter()
-            dcm = leader.act(obs)
-            seconds += time.perf_counter() - start
-            follower_obs = game.step_leader(dcm)
-            start = time.perf_counter()
-            action = follower.act(follower_obs)
-            seconds += time.perf_counter() - start
-            step = game.step_followers(*action)
-            if step.done:
-                break
-            obs = step.leader_obs
-        if episode:  # the first one compiles grammars and fills the prefix caches
-            times.append(seconds / ttis)
-    return statistics.median(times)
+    game = StackelbergGame(ScenarioConfig.from_dict(data), 1)
+    times = [sum(tti_seconds(leader, follower, game, episode, np.random.default_rng(episode)))
+             / ttis for episode in range(4)]
+    return statistics.median(times[1:])  # the first compiles grammars and fills the caches
 
 
-def load_llm(spec: str, parser: argparse.ArgumentParser):
-    """(leader, follower) of ``--llm``: None for 'tiny' (built per I), else saved adapters."""
-    if spec == "tiny":
-        return None
+def load_llm(spec: str, parser: argparse.ArgumentParser, cache_dir: Path):
+    """(leader, follower) of ``--llm``: a fresh tiny-model policy for 'tiny', else saved
+    adapters."""
     from trainers.policy.scheduler import load_llm_policies
+
+    if spec == "tiny":
+        return load_llm_policies(str(fresh_tiny_policy(cache_dir)))
     from trainers.runs.hub import HubError
 
     try:
@@ -211,11 +195,14 @@ def main(argv=None) -> str:
         directory = Path(tempfile.mkdtemp(prefix="bench-student-"))
         export_onnx(model, model.save(directory))
     else:
+        if not (args.student / CONFIG_FILE).is_file():
+            p.error(f"--student = '{args.student}' is invalid; allowed: a student directory "
+                    "written by agentic-mac distill (final/ or a checkpoint)")
         model, directory = StudentModel.load(args.student), args.student
         if not (directory / "leader.onnx").is_file():
             export_onnx(model, directory)
     backends = {"torch": TorchBackend(model), "onnx": OnnxBackend(directory)}
-    trained = load_llm(args.llm, p) if args.llm_ttis else None
+    llm_policy = load_llm(args.llm, p, args.cache_dir) if args.llm_ttis else None
     lines = ["| I | PyTorch median / p99 (us) | net only | onnxruntime median / p99 (us) | "
              "net only | lean onnxruntime median / p99 (us) | lean features | LLM (ms) | "
              "LLM / lean |", "|---:|" + "---:|" * 8]
@@ -226,10 +213,7 @@ def main(argv=None) -> str:
             row.append((summary(total), summary(network)))
         lean, lean_features = map(summary, lean_latency(model, backends["onnx"], scenario,
                                                         args.episodes))
-        llm = None
-        if args.llm_ttis:
-            llm = (llm_latency(scenario, args.llm_ttis, args.cache_dir) if trained is None
-                   else trained_llm_latency(*trained, scenario, args.llm_ttis))
+        llm = llm_latency(*llm_policy, scenario, args.llm_ttis) if args.llm_ttis else None
         (pt, pt_net), (ort, ort_net) = row
         ratio = f"{llm * 1e6 / lean[0]:.0f}x" if llm else "-"
         lines.append(f"| {n_ues} | {pt[0]:.0f} / {pt[1]:.0f} | {pt_net[0]:.0f} | "

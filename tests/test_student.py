@@ -573,24 +573,29 @@ def bench_student():
     return module
 
 
-def test_bench_student_times_saved_llm_adapters_beside_the_student(llm_teacher_dir, tmp_path,
-                                                                    capsys):
+@pytest.mark.parametrize("llm", ["saved adapters", "tiny"])
+def test_bench_student_times_an_llm_policy_beside_the_student(llm, llm_teacher_dir, tmp_path,
+                                                              capsys):
+    spec = llm_teacher_dir if llm == "saved adapters" else "tiny"
     table = bench_student().main(["--ues", "2", "3", "--ttis", "3", "--episodes", "1",
-                                  "--llm_ttis", "2", "--llm", llm_teacher_dir,
+                                  "--llm_ttis", "2", "--llm", spec,
                                   "--cache_dir", str(tmp_path)])
     rows = [line.split("|")[1:-1] for line in table.splitlines()[2:]]
     assert [int(row[0]) for row in rows] == [2, 3]
     for row in rows:
         llm_ms, ratio = float(row[7]), row[8].strip()
         assert llm_ms > 0 and ratio.endswith("x") and float(ratio[:-1]) > 0
-    assert f"LLM: {llm_teacher_dir};" in capsys.readouterr().out
+    assert f"LLM: {spec};" in capsys.readouterr().out
 
 
-def test_bench_student_refuses_an_llm_that_is_no_policy(tmp_path, capsys):
+@pytest.mark.parametrize("option, allowed", [
+    ("--llm", "allowed: 'tiny' or saved Stackelberg PPO adapters"),
+    ("--student", "allowed: a student directory written by agentic-mac distill")])
+def test_bench_student_refuses_a_directory_that_is_none(option, allowed, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        bench_student().main(["--ues", "2", "--llm", str(tmp_path / "missing")])
+        bench_student().main(["--ues", "2", option, str(tmp_path / "missing")])
     assert exit_info.value.code == 2
-    assert f"--llm = '{tmp_path / 'missing'}' is invalid; allowed: 'tiny' or saved" in (
+    assert f"{option} = '{tmp_path / 'missing'}' is invalid; {allowed}" in (
         capsys.readouterr().err.splitlines()[-1])
 
 
