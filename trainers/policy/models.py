@@ -25,7 +25,7 @@ import functools
 import json
 import os
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -45,11 +45,22 @@ from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from grammars import ROLES
 from trainers.pag.sampler import ActionGrammar, ActionSample, sample_constrained
+from trainers.policy.encoding import left_pad
 from trainers.policy.prefix_cache import (
     PrefixCache,
     action_inputs,
     cache_kwargs,
     keep_cache_under_checkpointing,
+    rows_and_cuts,
+)
+from trainers.policy.trunk import (
+    TrunkCapture,
+    TrunkStore,
+    adapter_trainable_layers,
+    decoder_layers,
+    run_layers,
+    top_layer_lora,
+    trunk_states,
 )
 from trainers.runs.hub import VALUE_HEADS, VALUE_HEADS_CONFIG, download
 from trainers.stackelberg.config import StackelbergPPOConfig
@@ -166,15 +177,18 @@ class StackelbergPolicy(nn.Module):
 
     ``base_model`` is modified in place (PEFT injects the LoRA layers). Both adapters start as
     LoRA init (B = 0), so at init each role's policy is the base model. ``seed`` draws the LoRA
-    A matrices and the heads' weights.
+    A matrices and the heads' weights. ``trainable_layers`` = k > 0 puts both adapters on the
+    top k decoder layers only (:mod:`trainers.policy.trunk`: the layers below are the frozen
+    trunk, computed once per decision); 0 = every layer.
     """
 
     def __init__(self, base_model: PreTrainedModel, lora: LoraConfig, *,
-                 value_head_hidden: int = 256, seed: int = 0) -> None:
+                 value_head_hidden: int = 256, seed: int = 0, trainable_layers: int = 0) -> None:
         super().__init__()
         if lora.task_type != "CAUSAL_LM":
             raise ValueError(f"lora.task_type = {lora.task_type!r} is invalid; allowed: "
                              "'CAUSAL_LM'")
+        lora = top_layer_lora(lora, base_model, trainable_layers)
         with _seeded(seed):
             peft_model = get_peft_model(base_model, lora, adapter_name=ROLES[0])
             for role in ROLES[1:]:
@@ -198,6 +212,13 @@ class StackelbergPolicy(nn.Module):
         self._adapters = adapters
         self._reference: list[nn.Parameter] = []  # frozen adapter copies (freeze_reference)
         self.prefix_cache = PrefixCache()  # meta-prompt KV states while acting, per role
+        n_layers = peft_model.get_base_model().config.get_text_config().num_hidden_layers
+        self.trainable_layers = adapter_trainable_layers(peft_model.peft_config[ROLES[0]],
+                                                         n_layers)
+        self.boundary = n_layers - self.trainable_layers if self.trainable_layers else 0
+        if self.boundary:
+            decoder_layers(self._decoder())  # a Llama-style decoder, or one clear error
+        self.trunk = TrunkStore()  # boundary states of the frozen trunk (trainable_layers)
         self.role = ROLES[0]
         peft_model.set_adapter(self.role)
         self._all_adapters_trainable()
@@ -211,8 +232,10 @@ class StackelbergPolicy(nn.Module):
         config = config or StackelbergPPOConfig()
         base = load_base_model(model_config, device_map=device_map,
                                gradient_checkpointing=config.gradient_checkpointing)
-        return cls(base, lora_config(model_config), value_head_hidden=config.value_head_hidden,
-                   seed=config.seed)
+        policy = cls(base, lora_config(model_config), value_head_hidden=config.value_head_hidden,
+                     seed=config.seed, trainable_layers=config.trainable_layers)
+        policy.trunk = TrunkStore(config.trunk_cache_gib, config.trunk_overflow)
+        return policy
 
     @classmethod
     def from_pretrained(cls, base_model: PreTrainedModel | ModelConfig | str,
@@ -368,12 +391,16 @@ class StackelbergPolicy(nn.Module):
             return self.value_heads[role](hidden.float()).squeeze(-1)
 
     def _forward(self, input_ids, attention_mask, action_tokens, action_lengths,
-                 prefix_lengths=None):
+                 prefix_lengths=None, trunk=None):
         """Logits (B, T, V) fp32 and the last prompt token's final hidden state (B, H); with
-        ``prefix_lengths`` each distinct meta-prompt runs once (:func:`action_inputs`)."""
+        ``prefix_lengths`` each distinct meta-prompt runs once (:func:`action_inputs`); with
+        ``trunk`` (each row's boundary states) only the layers above the trunk run."""
+        if trunk is not None and self.boundary:
+            return self._forward_top(input_ids, attention_mask, action_tokens, action_lengths,
+                                     prefix_lengths, trunk)
         steps = action_tokens.shape[1]
         with keep_cache_under_checkpointing(self.peft_model, prefix_lengths is not None) as keeps:
-            ids, mask, position, past = action_inputs(
+            ids, mask, position, past, _ = action_inputs(
                 self._decoder(), input_ids, attention_mask, action_tokens, action_lengths,
                 prefix_lengths if keeps else None)
             with _last_prompt_hidden(self._decoder(), ids.shape[1] - steps - 1) as hidden:
@@ -382,9 +409,44 @@ class StackelbergPolicy(nn.Module):
                                       **cache_kwargs(self.peft_model, past))
         return out.logits[:, :steps].float(), hidden[0]  # (B, T, V): P-1+t predicts token t
 
+    def _forward_top(self, input_ids, attention_mask, action_tokens, action_lengths,
+                     prefix_lengths, trunk):
+        """:meth:`_forward` on the frozen trunk's states: layers [boundary, L), the final norm
+        and the LM head on the T scored positions only."""
+        decoder, steps = self._decoder(), action_tokens.shape[1]
+        with keep_cache_under_checkpointing(self.peft_model, prefix_lengths is not None) as keeps:
+            _, mask, position, past, embeds = action_inputs(
+                decoder, input_ids, attention_mask, action_tokens, action_lengths,
+                prefix_lengths if keeps else None, trunk=trunk, boundary=self.boundary)
+            with run_layers(decoder, slice(self.boundary, len(decoder_layers(decoder)))):
+                hidden = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=position,
+                                 use_cache=False, **cache_kwargs(decoder, past)).last_hidden_state
+        head = self.peft_model.get_base_model().get_output_embeddings()
+        logits = head(hidden[:, -steps - 1:-1])  # (B, T, V): P-1+t predicts token t
+        return logits.float(), hidden[:, -steps - 1]
+
+    @torch.no_grad()
+    def trunk_rows(self, rows: Sequence[int | None], prompts: Sequence[Sequence[int]],
+                   actions: Sequence[Sequence[int]]) -> list[torch.Tensor] | None:
+        """Each decision's boundary states (P + n - 1, H) from :attr:`trunk` (ids of the
+        rollout's ``trunk_out``), recomputed by one trunk forward for those it dropped; None
+        without a frozen trunk."""
+        if not self.boundary or not rows or any(r is None for r in rows):
+            return None
+        out = [self.trunk.full(r, self.device) for r in rows]
+        missing = [k for k, t in enumerate(out) if t is None]
+        if missing:
+            ids, mask = left_pad([list(prompts[k]) + list(actions[k][:-1]) for k in missing],
+                                 0, self.device)
+            states = trunk_states(self._decoder(), self.boundary, ids, mask)
+            for k, row, m in zip(missing, states, mask.sum(-1).tolist(), strict=True):
+                out[k] = row[row.shape[0] - m:]
+        return out
+
     def forward_actions(self, role: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         action_tokens: torch.Tensor, action_lengths: torch.Tensor,
                         prefix_lengths: Sequence[int] | None = None,
+                        trunk: list[torch.Tensor] | None = None,
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits (B, T, V) fp32, values (B,) fp32)`` of ``role`` in one forward.
 
@@ -394,11 +456,13 @@ class StackelbergPolicy(nn.Module):
         active afterwards (see the module docstring); LoRA dropout follows train/eval mode.
         ``prefix_lengths`` (B,): each row's meta-prompt tokens, computed once per distinct
         meta-prompt (:func:`~trainers.policy.prefix_cache.action_inputs`); None = every row in
-        full.
+        full. ``trunk`` (B,) of (P_b + n_b - 1, H): the rows' frozen-trunk states
+        (:meth:`trunk_rows`), on which only the top ``trainable_layers`` run (the same
+        log-probs and values up to summation order); None = the whole model.
         """
         self.set_role(role)
         logits, hidden = self._forward(input_ids, attention_mask, action_tokens, action_lengths,
-                                       prefix_lengths)
+                                       prefix_lengths, trunk)
         if logits.requires_grad and (
                 self.peft_model.get_base_model().is_activation_checkpointing):
             for tensor in (logits, hidden):  # their grads come before any layer's recompute
@@ -415,14 +479,17 @@ class StackelbergPolicy(nn.Module):
     @torch.no_grad()
     def reference_logits(self, role: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                          action_tokens: torch.Tensor, action_lengths: torch.Tensor,
-                         prefix_lengths: Sequence[int] | None = None) -> torch.Tensor:
+                         prefix_lengths: Sequence[int] | None = None,
+                         trunk: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Logits (B, T, V) fp32 of ``role``'s KL reference: the base with every adapter
         disabled, the same model for both roles (or ``role``'s frozen copy after
         :meth:`freeze_reference`) (``role`` keeps call sites symmetric);
-        ``prefix_lengths`` as in :meth:`forward_actions`."""
+        ``prefix_lengths`` and ``trunk`` as in :meth:`forward_actions` (the trunk has no adapter:
+        the same states serve the reference)."""
         if role not in ROLES:
             raise ValueError(f"role = {role!r} is invalid; allowed: one of {list(ROLES)}")
-        inputs = (input_ids, attention_mask, action_tokens, action_lengths, prefix_lengths)
+        inputs = (input_ids, attention_mask, action_tokens, action_lengths, prefix_lengths,
+                  trunk)
         try:
             if self.has_frozen_reference:  # kl_reference: start
                 self.peft_model.set_adapter(reference_adapter(role))
@@ -454,23 +521,46 @@ class StackelbergPolicy(nn.Module):
                          temperature: float = 1.0, max_new_tokens: int | None = None,
                          greedy: bool = False, timings: dict | None = None,
                          prefix_lengths: Sequence[int] | None = None,
+                         trunk_out: list | None = None,
                          ) -> tuple[ActionSample, torch.Tensor]:
         """PAG-constrained sampling with ``role``'s adapter (eval mode, restored afterwards)
         and the prompts' values (B,), read off the sampling prefill.
 
         ``prefix_lengths`` (B,): each row's meta-prompt tokens, whose KV states are reused from
-        :attr:`prefix_cache`.
+        :attr:`prefix_cache`. ``trunk_out`` (a list; only with a frozen trunk) receives one
+        :attr:`trunk` id per row: the boundary states the sampling computed, for the update.
         """
+        keep = trunk_out is not None and self.boundary > 0
+        keys = [()] * len(input_ids)
         with self._evaluating(), self.use(role):
             past = past_mask = None
             if prefix_lengths is not None and any(prefix_lengths):
+                if keep:
+                    rows, cut = rows_and_cuts(input_ids, attention_mask, prefix_lengths)
+                    keys = [tuple(r[:n]) for r, n in zip(rows, cut, strict=True)]
                 input_ids, attention_mask, past_mask, past = self.prefix_cache.split(
                     self.peft_model, role, self.adapter_stamp(role), input_ids, attention_mask,
                     prefix_lengths)
-            with _last_prompt_hidden(self._decoder(), -1) as hidden:
+            capture = TrunkCapture(self._decoder(), self.boundary) if keep else nullcontext()
+            with _last_prompt_hidden(self._decoder(), -1) as hidden, capture:
                 sample = sample_constrained(self.peft_model, input_ids, attention_mask, grammars,
                                             generator=generator, temperature=temperature,
                                             max_new_tokens=max_new_tokens, greedy=greedy,
                                             timings=timings,
                                             past_key_values=past, past_mask=past_mask)
+        if keep:
+            self._keep_prefixes(keys)
+            trunk_out += [self.trunk.add(key, rest) for key, rest in
+                          zip(keys, capture.rows(attention_mask, sample.lengths), strict=True)]
         return sample, self.prompt_values_from_hidden(role, hidden[0])
+
+    def _keep_prefixes(self, keys: Sequence[tuple[int, ...]]) -> None:
+        """Trunk states of the meta-prompts not yet in :attr:`trunk`: one forward, once a run
+        (the trunk has no adapter, so they hold for both roles and every epoch)."""
+        missing = [k for k in dict.fromkeys(keys) if k and not self.trunk.has_prefix(k)]
+        if not missing:
+            return
+        ids, mask = left_pad([list(k) for k in missing], 0, self.device)  # (m, Lp)
+        states = trunk_states(self._decoder(), self.boundary, ids, mask)  # (m, Lp, H)
+        for key, row in zip(missing, states, strict=True):
+            self.trunk.add_prefix(key, row[row.shape[0] - len(key):].clone())

@@ -38,6 +38,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
 from trainers.policy.encoding import left_pad
+from trainers.policy.trunk import run_layers
 
 _PAD = 0  # any id: padding is never attended to
 
@@ -59,7 +60,7 @@ def output_cache(out):
     return out["cache"] if "cache" in out else out["past_key_values"]
 
 
-def _rows_and_cuts(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+def rows_and_cuts(input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    prefix_lengths: Sequence[int]) -> tuple[list[list[int]], list[int]]:
     """Each row's real token ids and its prefix length, at most all but its last token."""
     host_ids, host_mask = input_ids.cpu(), attention_mask.cpu().bool()
@@ -121,7 +122,7 @@ class PrefixCache:
         stays in the suffix). ``model`` must have ``role``'s adapter active, in eval mode.
         """
         self._check(role, stamp)
-        rows, cut = _rows_and_cuts(input_ids, attention_mask, prefix_lengths)
+        rows, cut = rows_and_cuts(input_ids, attention_mask, prefix_lengths)
         keys = [tuple(r[:n]) for r, n in zip(rows, cut, strict=True)]
         missing = list(dict.fromkeys(k for k in keys if k and (role, k) not in self._entries))
         self.misses += len(missing)
@@ -191,13 +192,15 @@ class PrefixSplit:
     group: torch.Tensor  # (B,) long: each row's prefix
     suffix_ids: torch.Tensor  # (B, S) the rest of each prompt, left-padded
     suffix_mask: torch.Tensor  # (B, S)
+    cuts: list[int]  # (B,) each row's prefix tokens
+    first: list[int]  # (m,) a row of each distinct prefix
 
 
 def split_prefixes(input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    prefix_lengths: Sequence[int]) -> PrefixSplit | None:
     """The batch (B, P) cut after each row's ``prefix_lengths`` tokens (at least the last prompt
     token stays in the suffix); None when some row has no prefix (then nothing is shared)."""
-    rows, cut = _rows_and_cuts(input_ids, attention_mask, prefix_lengths)
+    rows, cut = rows_and_cuts(input_ids, attention_mask, prefix_lengths)
     if min(cut) < 1:
         return None
     keys = [tuple(r[:n]) for r, n in zip(rows, cut, strict=True)]
@@ -208,7 +211,8 @@ def split_prefixes(input_ids: torch.Tensor, attention_mask: torch.Tensor,
     suffix_ids, suffix_mask = left_pad([r[n:] for r, n in zip(rows, cut, strict=True)], _PAD,
                                        device)
     group = torch.tensor([number[k] for k in keys], device=device)
-    return PrefixSplit(prefix_ids, prefix_mask, group, suffix_ids, suffix_mask)
+    first = [keys.index(k) for k in distinct]
+    return PrefixSplit(prefix_ids, prefix_mask, group, suffix_ids, suffix_mask, cut, first)
 
 
 @contextmanager
@@ -234,45 +238,89 @@ def keep_cache_under_checkpointing(model, enabled: bool = True):
             del layer._can_checkpoint_with_cache  # back to the class's False
 
 
-def prefix_states(decoder, split: PrefixSplit) -> Cache:
+def prefix_states(decoder, split: PrefixSplit, embeds: torch.Tensor | None = None,
+                  boundary: int = 0) -> Cache:
     """One forward of the m distinct prefixes through ``decoder`` (the backbone, with gradients
     when enabled), their key/value states gathered per row (B, H, Lp, D) as a read-only cache;
-    gradients of every row reach its prefix's single computation through the gather."""
+    gradients of every row reach its prefix's single computation through the gather.
+    ``embeds`` (m, Lp, H): the prefixes' trunk states, run through layers [boundary, L) only
+    (the trunk's cache slots alias the first top layer's, so its length reads the same)."""
     position = (split.prefix_mask.cumsum(-1) - 1).clamp(min=0)  # as in _fill
-    record = Cache(layers=[_PrefixLayer() for _ in range(decoder.config.num_hidden_layers)])
-    decoder(input_ids=split.prefix_ids, attention_mask=split.prefix_mask, position_ids=position,
-            use_cache=False, **cache_kwargs(decoder, record))
+    n_layers = decoder.config.num_hidden_layers
+    record = Cache(layers=[_PrefixLayer() for _ in range(n_layers)])
+    inputs = dict(attention_mask=split.prefix_mask, position_ids=position, use_cache=False,
+                  **cache_kwargs(decoder, record))
+    if embeds is None:
+        decoder(input_ids=split.prefix_ids, **inputs)
+    else:
+        with run_layers(decoder, slice(boundary, n_layers)):
+            decoder(inputs_embeds=embeds, **inputs)
     rows = len(split.group)
     one = split.prefix_ids.shape[0] == 1  # one prefix for the whole batch: a view, no copy
 
     def gather(states: torch.Tensor) -> torch.Tensor:
         return states.expand(rows, -1, -1, -1) if one else states[split.group]
 
-    return Cache(layers=[_PrefixLayer(gather(layer.keys), gather(layer.values))
-                         for layer in record.layers])
+    top = [_PrefixLayer(gather(layer.keys), gather(layer.values))
+           for layer in record.layers[boundary:]]
+    return Cache(layers=[top[0]] * boundary + top)
+
+
+def _right_aligned(parts: list[torch.Tensor], width: int) -> torch.Tensor:
+    """(B, width, H): each row's states (n_b, H) in its last n_b columns, zeros before."""
+    out = parts[0].new_zeros((len(parts), width, parts[0].shape[-1]))
+    for b, part in enumerate(parts):
+        if len(part):
+            out[b, width - len(part):] = part
+    return out
+
+
+def trunk_embeds(trunk: list[torch.Tensor], prompt_sizes: list[int], cuts: list[int],
+                 width: int, steps: int) -> torch.Tensor:
+    """(B, width + T, H) boundary states laid out as :func:`action_inputs`' ids: row b's
+    prompt states after its ``cuts[b]`` prefix tokens right-aligned in the first ``width``
+    columns, its action states (``trunk[b][P_b:]``, T columns at most) after them."""
+    prompts = _right_aligned([t[c:p] for t, c, p in zip(trunk, cuts, prompt_sizes, strict=True)],
+                             width)
+    actions = prompts.new_zeros((len(trunk), steps, prompts.shape[-1]))  # (B, T, H)
+    for b, (t, p) in enumerate(zip(trunk, prompt_sizes, strict=True)):
+        actions[b, :len(t) - p] = t[p:p + steps]
+    return torch.cat([prompts, actions], dim=1)
 
 
 def action_inputs(decoder, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   action_tokens: torch.Tensor, action_lengths: torch.Tensor,
-                  prefix_lengths: Sequence[int] | None = None):
-    """``(ids (B, S + T), mask (B, Lp + S + T), position ids (B, S + T), cache or None)``: the
-    left-padded prompts (B, P) followed by the recorded actions (B, T), EOS past
-    ``action_lengths`` and masked there. With ``prefix_lengths`` the prompts are cut
-    (:func:`split_prefixes`), the prefixes' states computed once (:func:`prefix_states`) and
-    the ids are the suffixes; without, S = P, Lp = 0 and no cache. Position ids count real
-    tokens (as when sampling), so both give every token the same position and keys.
+                  prefix_lengths: Sequence[int] | None = None,
+                  trunk: list[torch.Tensor] | None = None, boundary: int = 0):
+    """``(ids (B, S + T), mask (B, Lp + S + T), position ids (B, S + T), cache or None,
+    embeds (B, S + T, H) or None)``: the left-padded prompts (B, P) followed by the recorded
+    actions (B, T), EOS past ``action_lengths`` and masked there. With ``prefix_lengths`` the
+    prompts are cut (:func:`split_prefixes`), the prefixes' states computed once
+    (:func:`prefix_states`) and the ids are the suffixes; without, S = P, Lp = 0 and no cache.
+    Position ids count real tokens (as when sampling), so both give every token the same
+    position and keys. ``trunk``: each row's boundary states (P_b + n_b - 1, H) of the frozen
+    trunk (:mod:`trainers.policy.trunk`); then ``embeds`` are the states of the ids for the
+    layers [boundary, L), and the prefixes' states run through those layers only.
     """
     split = None if prefix_lengths is None else split_prefixes(input_ids, attention_mask,
                                                                prefix_lengths)
     past, past_mask = None, attention_mask.new_zeros((len(input_ids), 0))  # (B, Lp)
+    steps = action_tokens.shape[1]
+    embeds = None
+    if trunk is not None:
+        sizes = attention_mask.sum(-1).tolist()
+        cuts = split.cuts if split is not None else [0] * len(trunk)
+        width = split.suffix_ids.shape[1] if split is not None else input_ids.shape[1]
+        embeds = trunk_embeds(trunk, sizes, cuts, width, steps)
     if split is not None:
-        past = prefix_states(decoder, split)
+        prefixes = None if trunk is None else _right_aligned(
+            [trunk[b][:split.cuts[b]] for b in split.first], split.prefix_ids.shape[1])
+        past = prefix_states(decoder, split, prefixes, boundary)
         past_mask = split.prefix_mask[split.group]
         input_ids, attention_mask = split.suffix_ids, split.suffix_mask
-    steps = action_tokens.shape[1]
     live = (torch.arange(steps, device=input_ids.device)
             < action_lengths.to(input_ids.device)[:, None])  # (B, T)
     ids = torch.cat([input_ids, action_tokens], dim=1)  # (B, S + T)
     mask = torch.cat([past_mask.long(), attention_mask.long(), live.long()], dim=1)
     position = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]  # (B, S + T)
-    return ids, mask, position, past
+    return ids, mask, position, past, embeds

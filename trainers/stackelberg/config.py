@@ -49,8 +49,8 @@ class StackelbergPPOConfig:
         scenario, history_ttis, use_chat_template, pag_backend, follower_policy, legacy_ues,
         legacy_policy
     Parameters that control the rollout:
-        n_envs, prefix_cache, episodes_per_epoch, total_epochs, temperature_start,
-        temperature_end
+        n_envs, prefix_cache, trainable_layers, trunk_cache_gib, trunk_overflow,
+        episodes_per_epoch, total_epochs, temperature_start, temperature_end
     Parameters of PPO, shared by both roles (design §6, eqs. 8-10):
         gamma, gae_lambda, clip_range, value_clip_range, vf_coef, ent_coef, kl_coef,
         max_grad_norm, minibatch_size, normalize_advantages, weight_decay, warmup_epochs
@@ -106,6 +106,18 @@ class StackelbergPPOConfig:
         "distinct meta-prompts and less padding per minibatch (with shared_prefix_update, ~18 % "
         "fewer follower tokens at I = 3..5). Changes which decisions share a minibatch and its "
         "advantage normalisation; False = minibatches of a plain shuffle.", default=False)
+    trainable_layers: int = _help(
+        "k: both roles' LoRA adapters on the top k decoder layers only (PEFT "
+        "layers_to_transform); the layers below are the frozen trunk, whose states the rollout "
+        "keeps so the PPO update, the KL reference and the value heads run the top k layers "
+        "only (design §6.7; the same gradients). 0 = every layer.", default=0)
+    trunk_cache_gib: float = _help(
+        "Budget of the frozen trunk's kept states per epoch (GiB); past it trunk_overflow "
+        "decides.", default=2.0)
+    trunk_overflow: Literal["recompute", "offload"] = _help(
+        "Past trunk_cache_gib: 'recompute' keeps no more states and the update recomputes "
+        "them (one trunk forward, no grad); 'offload' keeps them in CPU memory (on a CPU "
+        "nothing changes).", default="recompute")
     episodes_per_epoch: int = _help(
         "E: episodes collected per epoch and process (a multiple of n_envs).", default=8)
     total_epochs: int = _help(
@@ -215,6 +227,8 @@ class StackelbergPPOConfig:
         for name in ("prefix_cache", "shared_prefix_update", "group_by_prefix"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "True or False")
+        if self.trunk_overflow not in ("recompute", "offload"):
+            _fail("trunk_overflow", self.trunk_overflow, "'recompute' or 'offload'")
         if self.kl_reference not in ("base", "start"):
             _fail("kl_reference", self.kl_reference, "'base' or 'start'")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -224,8 +238,8 @@ class StackelbergPPOConfig:
                      "expert_episodes", "eval_episodes", "log_every", "save_total_limit",
                      "gradient_accumulation_steps"):
             check_int_at_least(OWNER, name, getattr(self, name), 1)
-        for name in ("total_epochs", "history_ttis", "legacy_ues", "warmup_epochs", "eval_every",
-                     "save_every",
+        for name in ("total_epochs", "history_ttis", "legacy_ues", "trainable_layers",
+                     "warmup_epochs", "eval_every", "save_every",
                      "expert_agreement_episodes", "expert_agreement_ttis"):
             check_int_at_least(OWNER, name, getattr(self, name), 0)
         if self.num_threads is not None:
@@ -238,7 +252,7 @@ class StackelbergPPOConfig:
                   f"a multiple of n_envs ({self.n_envs})")
         for name in ("gamma", "gae_lambda"):
             check_real_in(OWNER, name, getattr(self, name), 0.0, 1.0)
-        for name in ("vf_coef", "ent_coef", "kl_coef", "weight_decay"):
+        for name in ("vf_coef", "ent_coef", "kl_coef", "weight_decay", "trunk_cache_gib"):
             check_real_in(OWNER, name, getattr(self, name), 0.0, math.inf)
         for name in ("clip_range", "value_clip_range", "temperature_start", "temperature_end",
                      "max_grad_norm", "leader_learning_rate", "follower_learning_rate",

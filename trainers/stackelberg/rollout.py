@@ -38,6 +38,7 @@ class Decisions:
     advantages: list[float] = field(default_factory=list)
     returns: list[float] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
+    trunk_ids: list[int] = field(default_factory=list)  # policy.trunk ids (frozen trunk only)
     temperature: float = 1.0
 
     def __len__(self) -> int:
@@ -56,6 +57,8 @@ class _Trace:
     logprobs: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
+    trunk_ids: list[int] = field(default_factory=list)  # policy.trunk ids, when keep_trunk
+    keep_trunk: bool = False
 
 
 def _unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
@@ -108,7 +111,8 @@ class RolloutWorker:
                                                                              template))
         sample, values = self.policy.generate_actions(
             role, input_ids, attention_mask, grammars, generator=generator,
-            temperature=temperature, prefix_lengths=prefix if self.config.prefix_cache else None)
+            temperature=temperature, prefix_lengths=prefix if self.config.prefix_cache else None,
+            trunk_out=trace.trunk_ids if trace.keep_trunk else None)
         lengths = sample.lengths.tolist()
         trace.prompts += _unpad(input_ids, attention_mask)
         trace.prefix_lengths += prefix or [0] * len(prompts)
@@ -149,12 +153,13 @@ class RolloutWorker:
                 texts[k] = text
         return texts, llm
 
-    def play(self, epoch: int, batch: int, temperature: float,
-             seeds: tuple | None = None) -> tuple[_Trace, _Trace, dict]:
+    def play(self, epoch: int, batch: int, temperature: float, seeds: tuple | None = None,
+             keep_trunk: bool = False) -> tuple[_Trace, _Trace, dict]:
         """One batch of B episodes: (leader trace, follower trace, episode KPIs).
 
         ``seeds`` = (environment seed, sampling seed) overrides :meth:`seeds` (evaluation plays
-        the environments of :func:`textgame.runner.batch_seeds`).
+        the environments of :func:`textgame.runner.batch_seeds`). ``keep_trunk``: keep every
+        decision's frozen-trunk states in ``policy.trunk`` for the update (training only).
         """
         env_seed, sample_seed = seeds or self.seeds(epoch, batch)
         generator = torch.Generator(self.policy.device).manual_seed(sample_seed)
@@ -162,7 +167,7 @@ class RolloutWorker:
         if self.numeric_follower is not None:
             self.numeric_follower.reset(env.n_envs, cell.max_ues, cell.n_rbgs, cell.ucm_levels,
                                         np.random.default_rng(sample_seed))
-        leader, follower = _Trace(), _Trace()
+        leader, follower = _Trace(keep_trunk=keep_trunk), _Trace(keep_trunk=keep_trunk)
         prompts = env.reset(seed=env_seed)
         for tti in range(self.scenario.cell.episode_ttis):
             n_active = env.game.sim.active.sum(axis=1)
@@ -200,8 +205,10 @@ class RolloutWorker:
         out = {role: Decisions(temperature=temperature) for role in ("leader", "follower")}
         kpis = []
         i_max = self.scenario.cell.max_ues
+        self.policy.trunk.clear_rows()
         for batch in range(self.config.episodes_per_epoch // self.config.n_envs):
-            leader, follower, episode_kpis = self.play(epoch, batch, temperature)
+            leader, follower, episode_kpis = self.play(epoch, batch, temperature,
+                                                       keep_trunk=self.policy.boundary > 0)
             kpis.append(episode_kpis)
             for role, trace, owners in (("leader", leader, self.env.n_envs),
                                         ("follower", follower, self.env.n_envs * i_max)):
@@ -218,4 +225,5 @@ class RolloutWorker:
                 d.rewards += trace.rewards
                 d.advantages += advantages
                 d.returns += returns
+                d.trunk_ids += trace.trunk_ids
         return out["leader"], out["follower"], kpis

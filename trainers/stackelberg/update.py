@@ -52,12 +52,14 @@ def average_gradients(params: list[torch.nn.Parameter], accelerator) -> None:
 
 def reference_logprobs(policy, role: str, d: Decisions, rows: np.ndarray, input_ids,
                        attention_mask, tokens, lengths, masks, cache: dict | None,
-                       prefix: list[int] | None = None) -> torch.Tensor:
+                       prefix: list[int] | None = None,
+                       trunk: list[torch.Tensor] | None = None) -> torch.Tensor:
     """(b, T) masked token log-probs of the decisions under the reference (adapters off).
 
     The reference and the decisions are fixed for the whole update, so with ``cache`` (decision
     -> its log-probs) each decision's reference forward runs once, not once per PPO pass.
-    ``prefix``: the rows' meta-prompt lengths, shared as in the policy forward (or None).
+    ``prefix``: the rows' meta-prompt lengths, shared as in the policy forward (or None);
+    ``trunk``: the rows' frozen-trunk states, as there.
     """
     new = [k for k, i in enumerate(rows) if cache is None or int(i) not in cache]
     sizes = lengths.tolist()  # one transfer
@@ -65,7 +67,8 @@ def reference_logprobs(policy, role: str, d: Decisions, rows: np.ndarray, input_
         pick = torch.tensor(new, device=input_ids.device)
         ref_logits = policy.reference_logits(role, input_ids[pick], attention_mask[pick],
                                              tokens[pick], lengths[pick],
-                                             None if prefix is None else [prefix[k] for k in new])
+                                             None if prefix is None else [prefix[k] for k in new],
+                                             None if trunk is None else [trunk[k] for k in new])
         ref = token_logprobs(ref_logits, masks[pick], tokens[pick], d.temperature)  # (n, T)
         if cache is None:
             return ref
@@ -113,13 +116,15 @@ def minibatch_losses(policy, role: str, d: Decisions, rows: np.ndarray, config,
     masks = replay_masks([d.grammars[i] for i in rows], tokens, lengths)  # (b, T, V)
     valid = torch.arange(tokens.shape[1], device=device)[None, :] < lengths[:, None]  # (b, T)
     prefix = shared_prefixes(d, rows, config)
+    trunk = policy.trunk_rows([d.trunk_ids[i] for i in rows], [d.prompts[i] for i in rows],
+                              [d.tokens[i] for i in rows]) if d.trunk_ids else None
     logits, values = policy.forward_actions(role, input_ids, attention_mask, tokens, lengths,
-                                            prefix)
+                                            prefix, trunk)
     token_logp = token_logprobs(logits, masks, tokens, d.temperature) * valid  # (b, T)
     entropy = (masked_entropy(logits, masks, d.temperature) * valid).sum(-1)  # (b,)
     if config.kl_coef > 0:
         ref_logp = reference_logprobs(policy, role, d, rows, input_ids, attention_mask, tokens,
-                                      lengths, masks, ref_cache, prefix)
+                                      lengths, masks, ref_cache, prefix, trunk)
         kl = kl_to_reference(token_logp, ref_logp, valid)  # (b,)
     else:
         kl = torch.zeros(len(rows), device=device)

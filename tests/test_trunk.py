@@ -1,0 +1,178 @@
+"""The frozen trunk (trainers.policy.trunk): top-k adapters, trunk states computed once, exact.
+
+A 4-layer tiny Llama with adapters on its top 2 layers samples a decision batch with mixed I
+(I = 3, 5 and 11: meta-prompts of several lengths, left padding), keeping each row's boundary
+states. The PPO forward on those states (layers 2-3 only) gives the full forward's log-probs,
+values and reference logits within 1e-5 and its gradients within 1e-4 relative, for both roles,
+with the shared prefix on and off, with and without gradient checkpointing, with the rollout's
+prefix cache on and off, and with the states recomputed when the budget keeps none.
+"""
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+from test_shared_prefix import TEMPERATURE, prefix_rows
+from test_speed import decision_inputs  # tests/ is on sys.path under pytest
+from trl import ModelConfig
+
+from grammars import ROLES
+from trainers.pag.sampler import replay_masks, token_logprobs
+from trainers.policy.encoding import PromptEncoder
+from trainers.policy.models import StackelbergPolicy, load_base_model, lora_config
+from trainers.policy.named_models import build_tiny_model
+from trainers.policy.trunk import TrunkStore
+from trainers.stackelberg.config import StackelbergPPOConfig
+from trainers.stackelberg.rollout import RolloutWorker
+from trainers.stackelberg.update import minibatch_losses, pass_minibatches
+
+LAYERS, TOP = 4, 2
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory):
+    model, tokenizer = build_tiny_model(tmp_path_factory.mktemp("deep"), layers=LAYERS)
+    return model.name_or_path, tokenizer
+
+
+def make_policy(path, k=TOP, checkpointing=False, budget_gib=2.0):
+    config = ModelConfig(model_name_or_path=path, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                         lora_target_modules="all-linear")
+    base = load_base_model(config, gradient_checkpointing=checkpointing)
+    policy = StackelbergPolicy(base, lora_config(config), value_head_hidden=32, seed=0,
+                               trainable_layers=k)
+    policy.trunk = TrunkStore(budget_gib)
+    with torch.no_grad():  # adapters away from B = 0
+        generator = torch.Generator().manual_seed(1)
+        for name, parameter in policy.peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.2, generator=generator)
+    return policy
+
+
+def layer_calls(policy, index):
+    """Records every forward of decoder layer ``index``."""
+    seen = []
+    layer = policy.peft_model.get_base_model().model.layers[index]
+    return seen, layer.register_forward_hook(lambda m, a, out: seen.append(1))
+
+
+def sampled(policy, tokenizer, role, rollout_prefix=True):
+    ids, mask, grammars, prefix = decision_inputs(policy, tokenizer, role, (3, 5, 11), 5, 0)
+    trunk_ids = []
+    action, _ = policy.generate_actions(role, ids, mask, grammars, temperature=TEMPERATURE,
+                                        generator=torch.Generator().manual_seed(0),
+                                        prefix_lengths=prefix if rollout_prefix else None,
+                                        trunk_out=trunk_ids)
+    prompts = [r[m.bool()].tolist() for r, m in zip(ids, mask, strict=True)]
+    tokens = [r[:n].tolist() for r, n in zip(action.tokens, action.lengths, strict=True)]
+    trunk = policy.trunk_rows(trunk_ids, prompts, tokens)
+    masks = replay_masks(grammars, action.tokens, action.lengths)
+    return (ids, mask, action.tokens, action.lengths, masks), prefix, trunk, action
+
+
+def run(policy, role, batch, prefix, trunk):
+    ids, mask, tokens, lengths, masks = batch
+    logits, values = policy.forward_actions(role, ids, mask, tokens, lengths, prefix, trunk)
+    logp = token_logprobs(logits, masks, tokens, TEMPERATURE)
+    reference = policy.reference_logits(role, ids, mask, tokens, lengths, prefix, trunk)
+    kl = logp - token_logprobs(reference, masks, tokens, TEMPERATURE)
+    loss = -logp.sum(1).mean() + (values - 1.0).square().mean() + 0.1 * kl.sum(1).mean()
+    return logp, values, reference, loss
+
+
+def test_adapters_sit_on_the_top_layers_only(deep):
+    policy = make_policy(deep[0])
+    layers = {int(name.split(".layers.")[1].split(".")[0])
+              for role in ROLES for name, _ in policy.peft_model.named_parameters()
+              if f".{role}." in name and "lora_" in name}
+    assert layers == set(range(LAYERS - TOP, LAYERS))
+    assert (policy.trainable_layers, policy.boundary) == (TOP, LAYERS - TOP)
+    assert policy.peft_model.peft_config["leader"].layers_to_transform == [2, 3]
+    everywhere = make_policy(deep[0], k=0)
+    assert (everywhere.trainable_layers, everywhere.boundary) == (0, 0)
+
+
+def test_trainable_layers_beyond_the_model_is_refused(deep):
+    with pytest.raises(ValueError, match=r"trainable_layers = 5 is invalid; allowed: an "
+                                         r"integer in \[0, 4\]"):
+        make_policy(deep[0], k=5)
+
+
+@pytest.mark.parametrize("rollout_prefix", [True, False])
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("checkpointing", [False, True])
+@pytest.mark.parametrize("role", ROLES)
+def test_the_top_layers_on_trunk_states_equal_the_full_forward(deep, role, checkpointing, shared,
+                                                               rollout_prefix):
+    path, tokenizer = deep
+    policy = make_policy(path, checkpointing=checkpointing).train()
+    batch, prefix, trunk, action = sampled(policy, tokenizer, role, rollout_prefix)
+    assert len({int(n) for n in prefix}) > 1  # several meta-prompt lengths: left padding
+    prefix = prefix if shared else None
+    out = {}
+    for cached in (False, True):
+        policy.zero_grad(set_to_none=True)
+        bottom, handle = layer_calls(policy, 0)
+        logp, values, reference, loss = run(policy, role, batch, prefix,
+                                            trunk if cached else None)
+        loss.backward()
+        handle.remove()
+        assert bool(bottom) != cached  # the trunk path never runs the trunk
+        grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+        out[cached] = logp.detach(), values.detach(), reference, grads
+    (logp, values, reference, grads), (logp_c, values_c, reference_c, grads_c) = (
+        out[False], out[True])
+    torch.testing.assert_close(logp_c, logp, atol=1e-5, rtol=0)
+    torch.testing.assert_close(logp_c, action.logprobs, atol=1e-5, rtol=0)  # first ratio 1
+    torch.testing.assert_close(values_c, values, atol=1e-5, rtol=0)
+    torch.testing.assert_close(reference_c, reference, atol=1e-5, rtol=0)
+    assert grads_c.keys() == grads.keys() == {
+        n for n, p in policy.named_parameters()
+        if id(p) in {id(q) for q in policy.role_parameters(role)}}
+    for name, grad in grads.items():
+        scale = grad.abs().max().clamp(min=1e-12)
+        assert (grads_c[name] - grad).abs().max() / scale < 1e-4, name
+
+
+def test_past_the_budget_the_states_are_recomputed_equal(deep):
+    path, tokenizer = deep
+    kept = make_policy(path)
+    batch, prefix, trunk, _ = sampled(kept, tokenizer, "leader")
+    dropped = make_policy(path, budget_gib=0.0)
+    _, _, recomputed, _ = sampled(dropped, tokenizer, "leader")
+    stats = dropped.trunk.stats()
+    assert stats["kept_gib"] == 0.0 and stats["recomputed_rows"] == len(trunk)
+    assert kept.trunk.stats()["recomputed_rows"] == 0 and kept.trunk.stats()["kept_gib"] > 0
+    assert [t.shape for t in recomputed] == [t.shape for t in trunk]
+    for a, b in zip(recomputed, trunk, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_a_ppo_epoch_keeps_one_state_row_per_decision_and_starts_at_ratio_one(deep):
+    path, tokenizer = deep
+    config = StackelbergPPOConfig(
+        scenario={"cell": {"ue_counts": [3, 5, 11], "n_rbgs": 2, "episode_ttis": 2}},
+        n_envs=3, episodes_per_epoch=3, minibatch_size=64, temperature_start=0.7,
+        trainable_layers=TOP)
+    policy = make_policy(path)
+    worker = RolloutWorker(policy, tokenizer, PromptEncoder(tokenizer), config)
+    leader, follower, _ = worker.collect(0)
+    assert len(leader.trunk_ids) == len(leader) and len(follower.trunk_ids) == len(follower)
+    assert len(set(leader.trunk_ids + follower.trunk_ids)) == len(leader) + len(follower)
+    policy.ppo_mode()
+    eos = pad = tokenizer.eos_token_id
+    for d in (leader, follower):
+        role = "leader" if d is leader else "follower"
+        rows = pass_minibatches(d, 1, config, np.random.default_rng(0))[0]
+        bottom, handle = layer_calls(policy, 0)
+        with Accelerator(cpu=True).autocast():
+            out = minibatch_losses(policy, role, d, rows, config, eos, pad, {})
+        handle.remove()
+        assert not bottom  # neither the policy nor the reference ran the trunk
+        assert abs(float(out["ratio_max"]) - 1.0) < 1e-5 and float(out["clipfrac"]) == 0.0
+    # evaluation play keeps nothing
+    before = policy.trunk.stats()["kept_gib"]
+    worker.play(10**9, 0, 0.3)
+    assert policy.trunk.stats()["kept_gib"] == before
