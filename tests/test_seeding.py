@@ -308,3 +308,40 @@ def test_seed_policy_seeds_both_adapters_from_the_config(tiny, tmp_path):
     for name in ("leader", "follower"):
         after = adapter_params(model, name)
         assert any(not torch.equal(before[name][k], after[k]) for k in after), name
+
+
+@pytest.mark.parametrize("top_layers", [None, [1]])
+def test_the_labelled_position_loss_equals_trls_loss_and_gradients(tiny, tmp_path, top_layers):
+    """The seeding trainer's loss (LM head on labelled positions only) is TRL's own, with the
+    same gradients, for adapters on every layer and on the top layer only."""
+    from trainers.stackelberg.seeding import _labelled_loss_trainer
+
+    base = copy.deepcopy(tiny[0])
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="CAUSAL_LM",
+                        target_modules=["q_proj", "v_proj"], layers_to_transform=top_layers)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = get_peft_model(base, config)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, 0.0, 0.2)
+    rows = expert_dataset(SCENARIO, episodes=2, n_envs=2, seed=1)["leader"].select(range(6))
+    args = sft_config(tmp_path, per_device_train_batch_size=6)
+    out = {}
+    for kind in (SFTTrainer, _labelled_loss_trainer()):
+        trainer = kind(model=model, args=args, train_dataset=rows, processing_class=tiny[1])
+        batch = next(iter(trainer.get_train_dataloader()))
+        model.zero_grad(set_to_none=True)
+        loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        accuracy = trainer._metrics["train"]["mean_token_accuracy"][-1]
+        out[kind] = float(loss.detach()), grads, accuracy
+    (loss, grads, accuracy), (loss_l, grads_l, accuracy_l) = out.values()
+    assert loss_l == pytest.approx(loss, abs=1e-5) and accuracy_l == accuracy
+    assert grads.keys() == grads_l.keys() and grads
+    if top_layers:
+        assert all(".layers.1." in name for name in grads)
+    for name, grad in grads.items():
+        scale = grad.abs().max().clamp(min=1e-12)
+        assert (grads_l[name] - grad).abs().max() / scale < 1e-4, name

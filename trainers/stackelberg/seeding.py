@@ -9,7 +9,8 @@ and the completion is the bare action text, without EOS: ``SFTTrainer`` appends
 ``tokenizer.eos_token``, which is where the PAG grammar stops (action tokens, then EOS).
 
 :func:`seed_adapter` trains one named LoRA adapter of a multi-adapter ``PeftModel`` with
-``SFTTrainer`` (completion-only loss); every other adapter is frozen and left bit-identical.
+``SFTTrainer`` (completion-only loss, the LM head on the labelled positions only); every other
+adapter is frozen and left bit-identical.
 """
 
 from __future__ import annotations
@@ -119,6 +120,52 @@ def sft_config(output_dir: str | os.PathLike, *, epochs: float = 1.0,
     return SFTConfig(**{**settings, **kwargs})
 
 
+def _labelled_loss_trainer():
+    """``SFTTrainer`` whose loss runs the LM head on the labelled (completion) positions only.
+
+    TRL's loss outside CUDA/XPU scores every position over the whole vocabulary (log-probs,
+    entropy and top-1 for a ~3 % completion share) and recomputes the head in the backward;
+    here the decoder's final states are gathered at the positions whose next token is
+    labelled, and the head, the cross-entropy, the entropy and top-1 accuracy (TRL's
+    ``mean_token_accuracy``/``entropy`` logs) run on those n rows only: the same loss and
+    gradients, a fraction of the work. With adapters on the top layers only, the backward
+    stops at the first of them (nothing below needs a gradient).
+    """
+    import torch
+    from trl import SFTTrainer
+
+    class LabelledLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs["labels"]  # (B, L), -100 where nothing is learnt
+            peft = self.accelerator.unwrap_model(model)
+            base = peft.get_base_model()
+            extra = {k: inputs[k] for k in ("attention_mask", "position_ids") if k in inputs}
+            hidden = base.get_decoder()(input_ids=inputs["input_ids"], use_cache=False,
+                                        **extra).last_hidden_state  # (B, L, H)
+            target = labels[:, 1:]  # position t predicts token t + 1
+            keep = target != -100  # (B, L - 1)
+            logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()  # (n, V)
+            logp = torch.log_softmax(logits, dim=-1)
+            token_logp = logp.gather(-1, target[keep][:, None]).squeeze(-1)  # (n,)
+            count = keep.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -token_logp.sum() / torch.as_tensor(count).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            with torch.no_grad():
+                n = self.accelerator.gather_for_metrics(keep.sum()).sum()
+                entropy = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1).sum()
+                correct = (logits.argmax(-1) == target[keep]).sum()
+                entropy = self.accelerator.gather_for_metrics(entropy).sum()
+                correct = self.accelerator.gather_for_metrics(correct).sum()
+                mode = "train" if model.training else "eval"
+                self._metrics[mode]["entropy"].append(float(entropy / n) if n else 0.0)
+                self._metrics[mode]["mean_token_accuracy"].append(
+                    float(correct / n) if n else 0.0)
+            return (loss, None) if return_outputs else loss
+
+    return LabelledLossSFTTrainer
+
+
 def seed_adapter(model, tokenizer, dataset: Dataset, *, adapter_name: str,
                  output_dir: str | os.PathLike, epochs: float = 1.0,
                  learning_rate: float = 1e-4, batch_size: int = 8, seed: int = 0,
@@ -135,8 +182,6 @@ def seed_adapter(model, tokenizer, dataset: Dataset, *, adapter_name: str,
     ``loss_history`` and ``token_accuracy_history``: the loss and the completion tokens' top-1
     accuracy of every logged step.
     """
-    from trl import SFTTrainer
-
     if adapter_name not in model.peft_config:
         raise ValueError(f"adapter_name = {adapter_name!r} is invalid; allowed: one of the "
                          f"model's adapters {sorted(model.peft_config)}")
@@ -147,8 +192,8 @@ def seed_adapter(model, tokenizer, dataset: Dataset, *, adapter_name: str,
     model.set_adapter(adapter_name)
     try:
         with _global_rngs_kept():
-            trainer = SFTTrainer(model=model, args=args, train_dataset=dataset,
-                                 processing_class=tokenizer)
+            trainer = _labelled_loss_trainer()(model=model, args=args, train_dataset=dataset,
+                                               processing_class=tokenizer)
             metrics = dict(trainer.train().metrics)
     finally:
         model.set_adapter(active)
