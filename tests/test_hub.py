@@ -9,6 +9,7 @@ the fake does not know fails the test, so nothing can reach the network.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -193,6 +194,15 @@ def test_model_card_holds_every_config_field(config):
     card = model_card(base_model=BASE_MODEL, config=config, kpis=None, repo_id=REPO_ID)
     block = re.search(r"```yaml\n(.*?)```", card, flags=re.S).group(1)
     assert yaml.safe_load(block) == asdict(config)
+
+
+@pytest.mark.parametrize("k", [0, 4])
+def test_model_card_says_which_layers_the_adapters_sit_on(config, k):
+    config = dataclasses.replace(config, trainable_layers=k)
+    card = model_card(base_model=BASE_MODEL, config=config, kpis=None, repo_id=REPO_ID)
+    assert (f"`trainable_layers: {k}`" in card) and (("top 4 decoder layers" in card) == bool(k))
+    block = re.search(r"```yaml\n(.*?)```", card, flags=re.S).group(1)
+    assert yaml.safe_load(block)["trainable_layers"] == k
 
 
 def test_model_card_tells_how_to_load_both_adapters(config):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
-from test_shared_prefix import TEMPERATURE, prefix_rows
+from test_shared_prefix import TEMPERATURE
 from test_speed import decision_inputs  # tests/ is on sys.path under pytest
 from trl import ModelConfig
 
@@ -176,3 +176,28 @@ def test_a_ppo_epoch_keeps_one_state_row_per_decision_and_starts_at_ratio_one(de
     before = policy.trunk.stats()["kept_gib"]
     worker.play(10**9, 0, 0.3)
     assert policy.trunk.stats()["kept_gib"] == before
+
+
+def test_adapters_saved_with_another_k_are_refused_in_one_line(save_llm, tmp_path):
+    from test_cli_errors import agentic_mac
+
+    top = save_llm(tmp_path / "top1", trainable_layers=1)
+    out = agentic_mac("train", "--init_adapters", top, "--output_dir", str(tmp_path / "run"),
+                      "--total_epochs", "0")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"agentic-mac train: error: StackelbergPPOConfig.init_adapters = {top!r} holds adapters "
+        "saved with trainable_layers = 1, but this run has trainable_layers = 0; allowed: "
+        "adapters saved with trainable_layers = 0, or set trainable_layers: 1"]
+
+
+def test_top_layer_adapters_reload_with_their_k_and_old_ones_with_all_layers(save_llm, tiny_path,
+                                                                              tmp_path):
+    top = StackelbergPolicy.from_pretrained(tiny_path, save_llm(tmp_path / "top",
+                                                                trainable_layers=1))
+    every = StackelbergPolicy.from_pretrained(tiny_path, save_llm(tmp_path / "all"))
+    assert (top.trainable_layers, top.boundary) == (1, 1)
+    assert (every.trainable_layers, every.boundary) == (0, 0)
+    with pytest.raises(ValueError, match="trainable_layers = 0, but this run has "
+                                         "trainable_layers = 1"):
+        top.load_adapter_weights(tmp_path / "all")

@@ -193,19 +193,20 @@ def check_output_dir_writable(name: str, value: str | os.PathLike) -> Path:
     return path
 
 
-def check_run_dir(owner: str, config) -> None:
+def check_run_dir(owner: str, config) -> Path | None:
     """The output_dir / resume_from_checkpoint / overwrite_output_dir policy of
     :func:`trainers.runs.run_dir.start_run`, checked before any model loads (quietly: the
-    trainer logs the resume when it happens)."""
+    trainer logs the resume when it happens); the checkpoint a run would resume, or None."""
     from trainers.runs.run_dir import logger, start_run
 
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
-        start_run(owner, config.output_dir, config.resume_from_checkpoint,
-                  config.overwrite_output_dir)
+        checkpoint = start_run(owner, config.output_dir, config.resume_from_checkpoint,
+                               config.overwrite_output_dir)
     finally:
         logger.setLevel(level)
+    return checkpoint
 
 
 def check_trackers(report_to: Sequence[str]) -> None:

@@ -30,6 +30,7 @@ from trainers.cli.args import (
     run,
     set_num_threads,
 )
+from trainers.policy.trunk import check_saved_trainable_layers
 from trainers.stackelberg.config import StackelbergPPOConfig
 
 PROG = "agentic-mac train"
@@ -52,9 +53,14 @@ def preflight(args: StackelbergPPOConfig, model_args: ModelConfig) -> str:
                        "LoRA adapters on one shared base model; allowed: true")
     check_trackers(args.report_to)
     check_output_dir_writable("output_dir", args.output_dir)
-    check_run_dir("StackelbergPPOConfig", args)
+    checkpoint = check_run_dir("StackelbergPPOConfig", args)
     if args.init_adapters:
         check_policy_dir("StackelbergPPOConfig", "init_adapters", args.init_adapters)
+    for name, adapters in (("init_adapters", args.init_adapters),
+                           ("resume_from_checkpoint", checkpoint)):
+        if adapters:  # saved with the same k (trainers.policy.trunk)
+            check_saved_trainable_layers(f"StackelbergPPOConfig.{name}", adapters,
+                                         args.trainable_layers)
     name = model_args.model_name_or_path or "tiny"
     model_args.model_name_or_path = resolve_model(name, args)
     from trainers.policy.named_models import hub_base_model

@@ -57,6 +57,7 @@ from trainers.policy.trunk import (
     TrunkCapture,
     TrunkStore,
     adapter_trainable_layers,
+    check_saved_trainable_layers,
     decoder_layers,
     run_layers,
     top_layer_lora,
@@ -279,6 +280,7 @@ class StackelbergPolicy(nn.Module):
         """Copy the adapters and heads of :meth:`save_adapters` into this policy in place: the
         parameters (hence the optimizers holding them) stay the same objects. For resuming."""
         directory = Path(directory)
+        check_saved_trainable_layers("adapters", directory, self.trainable_layers)
         for role in ROLES:
             state = load_file(directory / role / "adapter_model.safetensors")
             result = set_peft_model_state_dict(self.peft_model, state, adapter_name=role)

@@ -20,7 +20,10 @@ forward (no grad) when the update needs them.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -72,6 +75,28 @@ def adapter_trainable_layers(lora, n_layers: int) -> int:
         raise ValueError(f"adapters on layers {layers} are not the top layers of {n_layers}; "
                          "allowed: layers_to_transform = the top k layers or None")
     return 0 if len(layers) == n_layers else len(layers)
+
+
+def saved_trainable_layers(directory: str | os.PathLike) -> int | None:
+    """k of the adapters saved in a policy directory (0 = every layer; None: no local one)."""
+    path = Path(directory) / "leader" / "adapter_config.json"
+    if not path.is_file():
+        return None
+    layers = json.loads(path.read_text()).get("layers_to_transform")
+    return 0 if layers is None else len([layers] if isinstance(layers, int) else layers)
+
+
+def check_saved_trainable_layers(field: str, directory: str | os.PathLike, k: int) -> None:
+    """Refuse adapters of ``directory`` saved with another ``trainable_layers`` than ``k``
+    (ConfigError naming both)."""
+    from textgame.config import ConfigError
+
+    saved = saved_trainable_layers(directory)
+    if saved is not None and saved != k:
+        raise ConfigError(
+            f"{field} = {str(directory)!r} holds adapters saved with trainable_layers = {saved}, "
+            f"but this run has trainable_layers = {k}; allowed: adapters saved with "
+            f"trainable_layers = {k}, or set trainable_layers: {saved}")
 
 
 @contextmanager

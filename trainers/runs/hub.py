@@ -81,7 +81,8 @@ def model_card(*, base_model: str, config: StackelbergPPOConfig,
     sections = [
         f"---\n{front_matter}\n---",
         f"# {repo_id.split('/')[-1]}",
-        _DESCRIPTION.format(base_model=base_model),
+        _DESCRIPTION.format(base_model=base_model) + "\n\n" + _layers_sentence(
+            config.trainable_layers),
         "## Usage\n\n" + _USAGE.format(base_model=base_model, repo_id=repo_id),
     ]
     if kpis:
@@ -89,6 +90,13 @@ def model_card(*, base_model: str, config: StackelbergPPOConfig,
     sections.append("## Training configuration\n\n`StackelbergPPOConfig` of the run:\n\n"
                     f"```yaml\n{_config_yaml(config)}```")
     return "\n\n".join(sections) + "\n"
+
+
+def _layers_sentence(k: int) -> str:
+    if not k:
+        return "The adapters sit on every decoder layer (`trainable_layers: 0`)."
+    return (f"The adapters sit on the top {k} decoder layers only (`trainable_layers: {k}`, "
+            "PEFT `layers_to_transform`); the layers below are the base model's own.")
 
 
 _DESCRIPTION = """\

@@ -140,6 +140,8 @@ class StackelbergPPOTrainer:
             leader, follower, kpis = self.worker.collect(epoch)
         record: dict = {"epoch": epoch + 1, "temperature": leader.temperature}
         record.update(self._mean_kpis(kpis))
+        if self.policy.boundary:  # the frozen trunk's kept states (trainers.policy.trunk)
+            record.update({f"trunk/{k}": v for k, v in self.policy.trunk.stats().items()})
         for role, decisions in (("leader", leader), ("follower", follower)):
             if role == "follower" and self.args.follower_policy != "llm":
                 continue  # Dictator ablation: heuristic UEs, the follower adapter stays as is
