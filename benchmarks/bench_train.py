@@ -28,7 +28,12 @@ its FLOP/s next to this machine's dense matmul FLOP/s in the compute dtype, and 
 memory. ``--shared-prefix 0 1`` runs the update without and with the shared meta-prompt
 (``StackelbergPPOConfig.shared_prefix_update``) side by side and prints their ratios;
 ``--group-by-prefix 0 1`` adds minibatches grouped by meta-prompt and length
-(``StackelbergPPOConfig.group_by_prefix``).
+(``StackelbergPPOConfig.group_by_prefix``); ``--trainable-layers 0 4`` adapters on every layer
+and on the top 4 over the frozen trunk (``StackelbergPPOConfig.trainable_layers``), with the
+epoch, update-per-decision and rollout ratios of each k against all layers.
+
+    python benchmarks/bench_train.py --spec ~/.cache/agentic-mac/smollm2-135m-instruct \
+        --precision fp32-lora --envs 4 --ues 3 4 5 --threads 2 --trainable-layers 0 2 4 8
 """
 
 from __future__ import annotations
@@ -142,8 +147,10 @@ def model_config(path: Path, precision: str, device: str):
 
 
 # --------------------------------------------------------------------- one configuration
-def measure(args, precision: str, envs: int, shared: bool, grouped: bool = False) -> dict:
-    """Figures of one (precision, B, shared prefix, grouped minibatches) run in this process."""
+def measure(args, precision: str, envs: int, shared: bool, grouped: bool = False,
+            trainable_layers: int = 0) -> dict:
+    """Figures of one (precision, B, shared prefix, grouped minibatches, k) run in this
+    process."""
     import torch
     from epoch_profile import EpochProfile, matmul_peak, rss_high_water_gib
     from transformers import AutoTokenizer
@@ -164,7 +171,8 @@ def measure(args, precision: str, envs: int, shared: bool, grouped: bool = False
         gradient_checkpointing=precision == "qlora-4bit", eval_every=0, save_every=0,
         report_to=[], overwrite_output_dir=True,
         output_dir=str(Path(args.cache_dir) / "bench-train-run"),
-        prefix_cache=args.prefix_cache, shared_prefix_update=shared, group_by_prefix=grouped)
+        prefix_cache=args.prefix_cache, shared_prefix_update=shared, group_by_prefix=grouped,
+        trainable_layers=trainable_layers)
     tokenizer = AutoTokenizer.from_pretrained(path)
     policy = StackelbergPolicy.from_model_config(mc, config)
     trainer = StackelbergPPOTrainer(policy, tokenizer, config)
@@ -217,7 +225,8 @@ def measure(args, precision: str, envs: int, shared: bool, grouped: bool = False
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, profile.process_peak_gib,
         rss_high_water_gib())  # Linux KiB
     out.update(precision=precision, compute_dtype=compute, B=envs, model=description,
-               shared_prefix=shared, grouped=grouped, warmup_epoch_s=rows[0]["epoch_s"])
+               shared_prefix=shared, grouped=grouped, trainable_layers=trainable_layers,
+               warmup_epoch_s=rows[0]["epoch_s"])
     return out
 
 
@@ -259,19 +268,31 @@ def table(result: dict) -> str:
 
 
 def path_name(run: dict) -> str:
-    """The update path of a run: shared prefix off, on, or on with grouped minibatches."""
+    """The update path of a run: shared prefix off, on, or on with grouped minibatches, and
+    the adapters' k (all layers or the top k over the frozen trunk)."""
     name = "on" if run["shared_prefix"] else "off"
-    return name + "+grouped" if run["grouped"] else name
+    name = name + "+grouped" if run["grouped"] else name
+    return name + (f", top {run['trainable_layers']}" if run["trainable_layers"] else "")
 
 
 def ratios(runs: list[dict]) -> list[str]:
     """Shared prefix off / on for each (precision, B) run both ways (targets: >= 2.5x update
     time per decision, >= 1.5x update peak memory); each other path against the plain off."""
     lines = []
-    for on in (r for r in runs if r["shared_prefix"] or r["grouped"]):
-        off = next((r for r in runs if not r["shared_prefix"] and not r["grouped"]
-                    and r["precision"] == on["precision"] and r["B"] == on["B"]), None)
+    for on in (r for r in runs if r["shared_prefix"] or r["grouped"] or r["trainable_layers"]):
+        off = next((r for r in runs if not r["trainable_layers"] and (
+            (not r["shared_prefix"] and not r["grouped"]) if not on["trainable_layers"] else
+            (r["shared_prefix"], r["grouped"]) == (on["shared_prefix"], on["grouped"]))
+            and r["precision"] == on["precision"] and r["B"] == on["B"]), None)
         if off is None:
+            continue
+        if on["trainable_layers"]:  # targets: epoch >= 4x, update per decision >= 6x
+            lines.append(
+                f"{on['precision']} B = {on['B']}: all layers/{path_name(on)}: epoch "
+                f"{off['epoch_s'] / on['epoch_s']:.2f}x, update time per decision "
+                f"{off['update_ms_per_decision'] / on['update_ms_per_decision']:.2f}x, rollout "
+                f"{off['rollout_s'] / on['rollout_s']:.2f}x, peak RSS "
+                f"{off['peak_rss_gib']:.2f} -> {on['peak_rss_gib']:.2f} GiB")
             continue
         lines.append(
             f"{on['precision']} B = {on['B']}: shared prefix off/{path_name(on)}: update time "
@@ -314,12 +335,15 @@ def main() -> None:
     p.add_argument("--group-by-prefix", type=int, nargs="+", choices=[0, 1], default=[0],
                    help="minibatches of a plain shuffle (0) or grouped by meta-prompt and "
                         "length (1, StackelbergPPOConfig.group_by_prefix); '0 1' measures both")
+    p.add_argument("--trainable-layers", type=int, nargs="+", default=[0],
+                   help="k: adapters on the top k layers over the frozen trunk "
+                        "(StackelbergPPOConfig.trainable_layers; 0 = all); '0 4' measures both")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (a shared CPU: 1)")
     p.add_argument("--cache-dir", type=Path,
                    default=Path(tempfile.gettempdir()) / "agentic-mac-tiny")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--one", nargs=4, metavar=("PRECISION", "B", "SHARED", "GROUPED"),
+    p.add_argument("--one", nargs=5, metavar=("PRECISION", "B", "SHARED", "GROUPED", "K"),
                    help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.device is None:
@@ -339,16 +363,17 @@ def main() -> None:
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     if args.one:  # child: one configuration, JSON on the last line
         print(json.dumps(measure(args, args.one[0], int(args.one[1]), bool(int(args.one[2])),
-                                 bool(int(args.one[3])))))
+                                 bool(int(args.one[3])), int(args.one[4]))))
         return
     model_dir(args)  # build the model directory once, before the children read it
     runs = []
     forwarded = [a for a in sys.argv[1:] if a != "--json"]
     for precision in args.precision:
         for envs in args.envs:
-            for shared, grouped in itertools.product(args.shared_prefix, args.group_by_prefix):
+            for shared, grouped, k in itertools.product(args.shared_prefix, args.group_by_prefix,
+                                                        args.trainable_layers):
                 cmd = [sys.executable, __file__, *forwarded, "--device", args.device,
-                       "--one", precision, str(envs), str(shared), str(grouped)]
+                       "--one", precision, str(envs), str(shared), str(grouped), str(k)]
                 env = dict(os.environ, PYTHONPATH=os.pathsep.join(
                     [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
                 done = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -226,6 +226,41 @@ def test_merged_evaluations_give_the_joint_table(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_paired_differences_are_those_of_the_saved_episodes(tmp_path, capsys):
+    """--paired_against: each policy minus the reference on the same episodes, recomputed
+    here from episodes.csv (every episode's KPIs, saved with the evaluation)."""
+    import csv
+
+    from textgame.metrics import summarize_values
+    from trainers.cli.evaluate import main
+
+    common = ["--suites", "ues", "--episodes", "3", "--n_envs", "2", "--disable_tqdm", "true",
+              "--scenario", '{"cell": {"episode_ttis": 4}}', "--num_threads", "1", "--seeds", "2"]
+    policies = ["--policies", "MW=max_weight/dictator", "RR=round_robin/dictator"]
+    out = tmp_path / "paired"
+    assert main([*common, *policies, "--paired_against", "RR", "--output_dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Paired differences to RR" in text and "MW - RR" in text
+    with open(out / "episodes.csv", newline="") as handle:
+        records = list(csv.DictReader(handle))
+    assert len(records) == 9 * 2 * 2 * 3  # cases x policies x seeds x episodes
+    table = (out / "paired.md").read_text()
+    assert table.count("| MW - RR |") == 9
+    for case in ("I=2", "I=7"):
+        mine = {(r["seed"], r["episode"]): float(r["throughput_mbps"]) for r in records
+                if r["case"] == case and r["policy"] == "MW"}
+        base = {(r["seed"], r["episode"]): float(r["throughput_mbps"]) for r in records
+                if r["case"] == case and r["policy"] == "RR"}
+        d = summarize_values([mine[k] - base[k] for k in sorted(mine)])
+        assert d.n == 6 and d.ci95 > 0
+        line = next(line for line in table.splitlines() if f"| {case} | MW - RR |" in line)
+        assert line.split("|")[3].strip() == str(d)  # throughput_mbps: mean ± CI
+    assert main([*common, *policies, "--paired_against", "S-ALOHA",
+                 "--output_dir", str(tmp_path / "x")]) == 2
+    assert ("EvaluateConfig.paired_against = 'S-ALOHA' is invalid; allowed: the label of one of "
+            "--policies ['MW', 'RR']") in capsys.readouterr().err
+
+
 def assert_png(path: Path) -> None:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, path

@@ -7,7 +7,14 @@ import pytest
 
 from textgame.config import CellConfig, ChannelConfig, ScenarioConfig, TrafficConfig
 from textgame.game import StackelbergGame
-from textgame.metrics import KPIS, EpisodeKPIs, summarize, summarize_values, t_quantile_975
+from textgame.metrics import (
+    KPIS,
+    EpisodeKPIs,
+    paired_difference,
+    summarize,
+    summarize_values,
+    t_quantile_975,
+)
 
 # Two UEs, N = 2, T = 4; each UE gets one dPDU (256 bits) every TTI; every RBG carries 128 bits
 # (floor(672 * 0.1906) = 128) in every channel state; no erasures; the leader schedules nobody.
@@ -114,3 +121,19 @@ def test_summarize_pools_batches_and_seeds():
     pooled = summarize([{"fairness": np.array([0.5, 1.0])}, {"fairness": np.array([0.75])}])
     assert pooled["fairness"].n == 3 and pooled["fairness"].mean == pytest.approx(0.75)
     assert summarize_values([]).n == 0
+
+
+def test_paired_difference_is_the_t_interval_of_the_differences():
+    ppo = [0.30, 0.25, 0.41, 0.36, 0.28]
+    seeded = [0.27, 0.24, 0.37, 0.33, 0.27]  # differences 0.03, 0.01, 0.04, 0.03, 0.01
+    d = paired_difference(ppo, seeded)
+    assert d.n == 5 and d.mean == pytest.approx(0.024)
+    std = math.sqrt(((0.006**2) * 2 + 0.014**2 + 0.016**2 + 0.014**2) / 4)
+    assert d.std == pytest.approx(std)
+    assert d.ci95 == pytest.approx(2.7764 * std / math.sqrt(5))
+    assert t_quantile_975(4) == 2.7764
+    # the pairs' shared noise cancels: far narrower than either policy's own interval
+    assert d.ci95 < summarize_values(ppo).ci95 / 4
+    assert paired_difference([1.0, math.nan, 3.0], [0.5, 2.0, 2.0]).n == 2
+    with pytest.raises(ValueError, match="paired samples of 2 and 3 episodes"):
+        paired_difference([1.0, 2.0], [1.0, 2.0, 3.0])

@@ -180,3 +180,22 @@ def test_bench_train_refuses_a_spec_that_is_no_checkpoint(tmp_path):
     assert done.stderr.splitlines()[-1].endswith(
         "no config.json there; allowed: 'tiny', 'llama-3.2-1b' or a checkpoint directory "
         "(model + tokenizer)")
+
+
+def test_bench_train_runs_every_k_side_by_side_and_the_trunk_costs_fewer_flops(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--spec", "tiny",
+           "--precision", "fp32-lora", "--envs", "2", "--ttis", "2", "--ues", "2", "--rbgs", "2",
+           "--minibatch", "8", "--cache-dir", str(tmp_path), "--device", "cpu",
+           "--trainable-layers", "0", "1"]
+    done = subprocess.run([*cmd, "--json"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    every, top = json.loads(done.stdout)["runs"]
+    assert (every["trainable_layers"], top["trainable_layers"]) == (0, 1)
+    for run in (every, top):
+        for key in ("epoch_s", "rollout_s", "update_s", "update_ms_per_decision",
+                    "peak_rss_gib", "peak_share"):
+            assert run[key] > 0, key
+        assert run["decisions"] == 2 * 2 * (1 + 2)
+    # the same decisions; the top layer alone runs in the update (one of the tiny model's two)
+    assert top["update_gflops"] < 0.75 * every["update_gflops"]

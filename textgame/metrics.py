@@ -183,6 +183,20 @@ def summarize_values(values: Iterable[float]) -> Summary:
     return Summary(float(x.mean()), std, n, t_quantile_975(n - 1) * std / math.sqrt(n))
 
 
+def paired_difference(values: Iterable[float], reference: Iterable[float]) -> Summary:
+    """Mean and 95 % CI (Student t) of the per-episode differences ``values - reference``.
+
+    Episode e of both must have met the same environment (common random numbers: the same
+    arrivals and channels), so the pairs' shared noise cancels and the CI is that of the
+    difference itself, not of two independent means. A pair with a NaN is left out.
+    """
+    x, y = (np.asarray(list(v), dtype=np.float64) for v in (values, reference))
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples of {x.size} and {y.size} episodes; allowed: the same "
+                         "episodes (common random numbers) for both")
+    return summarize_values(x - y)
+
+
 def summarize(episodes: Iterable[Mapping[str, np.ndarray]]) -> dict[str, Summary]:
     """Pool per-episode KPI arrays (e.g. several :meth:`EpisodeKPIs.result` of different seeds)."""
     pooled: dict[str, list[float]] = {}

@@ -10,7 +10,9 @@ Policies (``[label=]spec``): a heuristic pair ``LEADER/FOLLOWER``; ``marl:DIR`` 
 ``{ues}``/``{rbgs}`` in DIR filled per case: MAPPO-S); ``llm:DIR_OR_REPO`` (Stackelberg PPO
 adapters from a run's ``final/`` or the Hub). Suites: ues (I = 2..10), rbgs (N = 3..8), tbler,
 traffic (Table III), legacy (Table VII), stress (Table VIII); see ``trainers/evaluation/suites.py``.
-Writes ``results.md``, ``results.csv``, ``<suite>.png`` for the sweeps and ``training.png``;
+Writes ``results.md``, ``results.csv``, ``episodes.csv`` (every episode's KPIs),
+``<suite>.png`` for the sweeps and ``training.png``; ``--paired_against LABEL`` adds
+``paired.md``: each policy's per-episode difference to that one, on the same episodes;
 ``--merge DIR ...`` adds the rows of evaluations run as separate jobs (same suites, scenario,
 episodes, n_envs and seed) to the table and figures.
 
@@ -57,7 +59,7 @@ class EvaluateConfig:
     Parameters of the runs (every policy meets the same seeds):
         episodes, n_envs, seed, seeds.
     Parameters of the output:
-        output_dir, training_runs, merge, disable_tqdm, num_threads.
+        output_dir, training_runs, merge, paired_against, disable_tqdm, num_threads.
     """
 
     policies: list[str] = field(default_factory=lambda: list(DEFAULT_POLICIES), metadata={
@@ -83,6 +85,10 @@ class EvaluateConfig:
         "help": "'label=RUN_DIR' whose metrics.jsonl go into training.png"})
     output_dir: str = field(default="runs/evaluate", metadata={
         "help": "where results.md, results.csv and the figures go"})
+    paired_against: str | None = field(default=None, metadata={
+        "help": "label of a policy of --policies: every other policy's per-episode difference "
+                "to it on the same episodes (common random numbers), mean and 95 % CI, goes "
+                "to paired.md and after the table"})
     disable_tqdm: bool = field(default=False, metadata={"help": "hide the progress bar"})
     num_threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads per process; None = the cores this process may use divided "
@@ -139,6 +145,10 @@ def preflight(args: EvaluateConfig):
         specs = [parse_policy(text) for text in args.policies]
     except ValueError as error:
         raise CLIError(str(error)) from None
+    labels = [spec.label for spec in specs]
+    if args.paired_against is not None and args.paired_against not in labels:
+        fail_field(OWNER, "paired_against", args.paired_against,
+                   f"the label of one of --policies {labels}")
     for spec in specs:
         if spec.kind != "heuristic" and "{" not in spec.path:  # MAPPO-S paths: checked per case
             check_learned(OWNER, "policies", f"{spec.kind}:{spec.path}", spec.kind, spec.path)
@@ -192,7 +202,16 @@ def evaluate(args: EvaluateConfig) -> str:
     """Every policy on every case (split across processes under ``accelerate launch``); the
     main process writes the tables and figures and returns the table ('' elsewhere)."""
     from textgame.metrics import summarize
-    from trainers.evaluation.report import SWEEPS, markdown, plot_sweep, plot_training, to_csv
+    from trainers.evaluation.report import (
+        PAIRED_KPIS,
+        SWEEPS,
+        episodes_csv,
+        markdown,
+        paired_rows,
+        plot_sweep,
+        plot_training,
+        to_csv,
+    )
 
     specs, cases, runs, out = preflight(args)
     rank, world = _process_group()
@@ -211,6 +230,16 @@ def evaluate(args: EvaluateConfig) -> str:
     table = markdown(rows)
     (out / "results.md").write_text(table)
     (out / "results.csv").write_text(to_csv(rows))
+    labels = [spec.label for spec in specs]
+    (out / "episodes.csv").write_text(episodes_csv(results, cases, labels, args.seed))
+    extra = [out / "episodes.csv"]
+    if args.paired_against is not None:
+        paired = paired_rows(results, cases, labels, args.paired_against, args.seeds)
+        text = (f"\n## Paired differences to {args.paired_against} (same episodes; mean and "
+                "95 % CI of the per-episode difference)\n\n" + markdown(paired, PAIRED_KPIS))
+        (out / "paired.md").write_text(text)
+        table += text
+        extra.append(out / "paired.md")
     figures = [plot_sweep(rows, suite, out / f"{suite}.png") for suite in args.suites
                if suite in SWEEPS]
     if "hcn" in args.suites:
@@ -220,7 +249,7 @@ def evaluate(args: EvaluateConfig) -> str:
     if runs:
         figures.append(plot_training({k: str(v) for k, v in runs.items()},
                                      out / "training.png"))
-    files = [out / "results.md", out / "results.csv", *figures]
+    files = [out / "results.md", out / "results.csv", *extra, *figures]
     return table + "\nwrote " + ", ".join(str(f) for f in files) + "\n"
 
 

@@ -30,6 +30,51 @@ def markdown(rows: Sequence[Mapping], kpis: Sequence[str] = TABLE_KPIS) -> str:
     return "\n".join(out)
 
 
+PAIRED_KPIS = ("throughput_mbps", "fairness", "collision_rate", "leader_utility")
+
+
+def paired_rows(results: Mapping[tuple, Mapping], cases: Sequence, labels: Sequence[str],
+                reference: str, seeds: int) -> list[dict]:
+    """Rows of each policy's per-episode difference to the policy ``reference`` on the same
+    episodes (common random numbers), pooled over ``seeds``: ``results[case, policy, seed]``
+    maps a KPI to its (episodes,) array; the row's policy reads "A - reference"."""
+    from textgame.metrics import paired_difference
+
+    ref = labels.index(reference)
+    rows = []
+    for c, case in enumerate(cases):
+        for s, label in enumerate(labels):
+            if s == ref:
+                continue
+            kpis = {}
+            for kpi in results[c, s, 0]:
+                values = [v for k in range(seeds) for v in results[c, s, k][kpi]]
+                base = [v for k in range(seeds) for v in results[c, ref, k][kpi]]
+                kpis[kpi] = paired_difference(values, base)
+            rows.append({"policy": f"{label} - {reference}", "suite": case.suite,
+                         "case": case.label, "x": case.x, "kpis": kpis})
+    return rows
+
+
+def episodes_csv(results: Mapping[tuple, Mapping], cases: Sequence, labels: Sequence[str],
+                 first_seed: int) -> str:
+    """Every episode's KPIs, one line per (suite, case, policy, seed, episode): what any later
+    statistic (a paired test, a bootstrap) needs, from disk."""
+    import csv
+    import io
+
+    kpis = sorted({k for value in results.values() for k in value})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["suite", "case", "x", "policy", "seed", "episode", *kpis])
+    for (c, s, k), values in sorted(results.items()):
+        case = cases[c]
+        for e in range(len(values[kpis[0]])):
+            writer.writerow([case.suite, case.label, case.x, labels[s], first_seed + k, e,
+                             *(repr(float(values[kpi][e])) for kpi in kpis)])
+    return out.getvalue()
+
+
 def to_csv(rows: Sequence[Mapping]) -> str:
     """Every KPI's mean, CI half-width and episode count, one line per (policy, case)."""
     return kpi_csv(rows, ("suite", "case", "x", "policy"))

@@ -31,9 +31,9 @@ from textgame.parsing import read_dcm, read_follower
 from textgame.policies import FollowerPolicy, LeaderPolicy, make_follower
 from textgame.prompts import PromptBuilder, follower_history_line, leader_history_line
 from textgame.simulator import IDLE
-from trainers.pag.sampler import compile_action_grammar
 from trainers.policy.chat import chat_render
-from trainers.policy.encoding import PromptEncoder, load_tokenizer, meta_prompt_lines
+from trainers.policy.decide import Decider
+from trainers.policy.encoding import load_tokenizer
 from trainers.stackelberg.config import StackelbergPPOConfig
 
 PLAY_FIELDS = ("scenario", "history_ttis", "use_chat_template", "pag_backend",
@@ -84,7 +84,8 @@ class _LLMRole:
         self.ucm_levels = ucm_levels
         self.temperature = self.config.temperature_end if temperature is None else temperature
         self.render = chat_render(self.tokenizer) if self.config.use_chat_template else None
-        self.encoder = PromptEncoder(self.tokenizer)
+        self.decider = Decider(self.policy, self.tokenizer, pag_backend=self.config.pag_backend)
+        self.encoder = self.decider.encoder
         self.invalid = 0  # unparsable actions so far (none under PAG)
         self.generator: torch.Generator | None = None
 
@@ -93,21 +94,12 @@ class _LLMRole:
         self.n_rbgs, self.ucm_levels = n_rbgs, ucm_levels
         seed = int(rng.integers(2**63 - 1))
         self.generator = torch.Generator(self.policy.device).manual_seed(seed)
-        self._prefix = meta_prompt_lines(self.builder.render,
-                                         getattr(self.builder, f"{self.role}_template"))
 
     def _decide(self, prompts: list[str], n_ues: list[int]) -> list[str]:
-        grammars = [compile_action_grammar(self.tokenizer, self.role, n, self.n_rbgs,
-                                           self.ucm_levels, self.config.pag_backend,
-                                           self.policy.vocab_size)
-                    for n in n_ues]
-        input_ids, attention_mask = self.encoder(prompts, self.policy.device)
         with torch.no_grad():
-            sample, _ = self.policy.generate_actions(
-                self.role, input_ids, attention_mask, grammars, generator=self.generator,
-                temperature=self.temperature,
-                prefix_lengths=self.encoder.prefix_lengths(prompts, self._prefix))
-        return sample.texts
+            return self.decider.decide(self.role, prompts, n_ues, self.builder,
+                                       generator=self.generator,
+                                       temperature=self.temperature).sample.texts
 
 
 class LLMLeader(_LLMRole, LeaderPolicy):

@@ -1,4 +1,4 @@
-"""The frozen trunk (design §6.7): adapters on the top k decoder layers, the rest computed once.
+"""The frozen trunk (design §6.10): adapters on the top k decoder layers, the rest computed once.
 
 With ``trainable_layers = k`` (0 < k < L) both roles' LoRA adapters sit on the decoder layers
 [L - k, L) only (PEFT ``layers_to_transform``). Layers [0, L - k) - the **trunk** - then hold no

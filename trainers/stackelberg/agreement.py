@@ -27,9 +27,8 @@ from textgame.metrics import summarize
 from textgame.parsing import read_dcm, read_follower
 from textgame.policies import make_leader
 from textgame.text_env import TextStackelbergEnv
-from trainers.pag.sampler import compile_action_grammar
 from trainers.policy.chat import chat_render
-from trainers.policy.encoding import PromptEncoder, meta_prompt_lines
+from trainers.policy.decide import Decider
 from trainers.stackelberg.config import StackelbergPPOConfig
 
 AGREEMENT_SEED = 10**6  # held out: expert_dataset uses the training seeds 0..
@@ -43,16 +42,12 @@ class _Tally:
     follower_obeyed: int = 0
 
 
-def _greedy_texts(policy, encoder, env: TextStackelbergEnv, role: str, prompts: list[str],
-                  grammars: list) -> list[str]:
-    """The LLM's actions, meta-prompt KV states reused as in the rollout (same actions)."""
-    input_ids, attention_mask = encoder(prompts, policy.device)
-    template = getattr(env.builder, f"{role}_template")
-    prefix = encoder.prefix_lengths(prompts, meta_prompt_lines(env.builder.render, template))
-    generator = torch.Generator(policy.device)  # unused by greedy decoding
-    sample, _ = policy.generate_actions(role, input_ids, attention_mask, grammars,
-                                        generator=generator, greedy=True, prefix_lengths=prefix)
-    return sample.texts
+def _greedy_texts(decider: Decider, env: TextStackelbergEnv, role: str, prompts: list[str],
+                  n_ues) -> list[str]:
+    """The LLM's greedy actions, decided as in the rollout (meta-prompt KV states reused)."""
+    generator = torch.Generator(decider.policy.device)  # unused by greedy decoding
+    return decider.decide(role, prompts, [int(n) for n in n_ues], env.builder,
+                          generator=generator, greedy=True).sample.texts
 
 
 def _play(policy, tokenizer, config: StackelbergPPOConfig, scenario: ScenarioConfig,
@@ -60,11 +55,8 @@ def _play(policy, tokenizer, config: StackelbergPPOConfig, scenario: ScenarioCon
     """Greedy LLM play of ``episodes`` episodes; updates ``tally``; returns the episode KPIs."""
     cell = scenario.cell
     render = chat_render(tokenizer) if config.use_chat_template else None
-    encoder, expert = PromptEncoder(tokenizer), make_leader(config.expert_leader, cell)
-
-    def grammars(role: str, n_ues) -> list:
-        return [compile_action_grammar(tokenizer, role, int(n), cell.n_rbgs, cell.ucm_levels,
-                                       config.pag_backend, policy.vocab_size) for n in n_ues]
+    decider = Decider(policy, tokenizer, pag_backend=config.pag_backend)
+    expert = make_leader(config.expert_leader, cell)
 
     kpis, remaining = [], episodes
     for batch_seed in np.random.SeedSequence(seed).spawn(math.ceil(episodes / config.n_envs)):
@@ -75,16 +67,15 @@ def _play(policy, tokenizer, config: StackelbergPPOConfig, scenario: ScenarioCon
         while prompts is not None:
             obs = env.game.leader_obs()
             target = expert.act(obs)  # (B, N)
-            texts = _greedy_texts(policy, encoder, env, "leader", prompts,
-                                  grammars("leader", obs.n_active))
+            texts = _greedy_texts(decider, env, "leader", prompts, obs.n_active)
             dcm = np.stack([read_dcm(text, cell.n_rbgs, int(n))[0]
                             for text, n in zip(texts, obs.n_active, strict=True)])  # (B, N)
             tally.rbgs += dcm.size
             tally.rbgs_agreed += int((dcm == target).sum())
             prompts = env.step_leader(texts)
             slots, bits = env.follower_slots, env.follower_obs.dcm_bits  # bits (B, I_max, N)
-            texts = _greedy_texts(policy, encoder, env, "follower", prompts,
-                                  grammars("follower", [obs.n_active[e] for e, _ in slots]))
+            texts = _greedy_texts(decider, env, "follower", prompts,
+                                  [obs.n_active[e] for e, _ in slots])
             tally.follower_decisions += len(texts)
             tally.follower_obeyed += sum(
                 np.array_equal(read_follower(text, cell.n_rbgs, cell.ucm_levels)[0], bits[e, i])

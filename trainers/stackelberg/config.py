@@ -110,7 +110,7 @@ class StackelbergPPOConfig:
         "k: both roles' LoRA adapters on the top k decoder layers only (PEFT "
         "layers_to_transform); the layers below are the frozen trunk, whose states the rollout "
         "keeps so the PPO update, the KL reference and the value heads run the top k layers "
-        "only (design §6.7; the same gradients). 0 = every layer.", default=0)
+        "only (design §6.10; the same gradients). 0 = every layer.", default=0)
     trunk_cache_gib: float = _help(
         "Budget of the frozen trunk's kept states per epoch (GiB); past it trunk_overflow "
         "decides.", default=2.0)

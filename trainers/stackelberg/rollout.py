@@ -19,8 +19,7 @@ import torch
 
 from textgame.policies import FollowerPolicy, MixedFollower, legacy_mask, make_follower
 from textgame.text_env import TextStackelbergEnv
-from trainers.pag.sampler import compile_action_grammar
-from trainers.policy.encoding import meta_prompt_lines
+from trainers.policy.decide import Decider
 from trainers.ppo import gae
 from trainers.stackelberg.config import StackelbergPPOConfig
 
@@ -86,12 +85,9 @@ class RolloutWorker:
         self.env = TextStackelbergEnv(self.scenario, config.n_envs, config.text_config(), render)
         cell = self.scenario.cell
         self.n_rbgs, self.ucm_levels = cell.n_rbgs, cell.ucm_levels
-        self.vocab_size = policy.vocab_size
+        self.decider = Decider(policy, tokenizer, pag_backend=config.pag_backend,
+                               prefix_cache=config.prefix_cache, encoder=encoder)
         self.numeric_follower = _numeric_follower(config)
-
-    def grammar(self, role: str, n_ues: int):
-        return compile_action_grammar(self.tokenizer, role, int(n_ues), self.n_rbgs,
-                                      self.ucm_levels, self.config.pag_backend, self.vocab_size)
 
     def seeds(self, epoch: int, batch: int) -> tuple[int, int]:
         """(environment seed, sampling seed) of one batch of episodes."""
@@ -99,27 +95,19 @@ class RolloutWorker:
         env_seed, sample_seed = key.generate_state(2)
         return int(env_seed), int(sample_seed)
 
-    def _decide(self, role: str, prompts: list[str], grammars: list, generator, temperature,
+    def _decide(self, role: str, prompts: list[str], n_ues: list[int], generator, temperature,
                 trace: _Trace, owners: list[int], tti: int) -> list[str]:
-        device = self.policy.device
-        input_ids, attention_mask = self.encoder(prompts, device)
-        prefix = None
-        if hasattr(self.encoder, "prefix_lengths"):
-            builder = self.env.builder  # the meta-prompt's lines, KV states reused
-            template = getattr(builder, f"{role}_template")
-            prefix = self.encoder.prefix_lengths(prompts, meta_prompt_lines(builder.render,
-                                                                             template))
-        sample, values = self.policy.generate_actions(
-            role, input_ids, attention_mask, grammars, generator=generator,
-            temperature=temperature, prefix_lengths=prefix if self.config.prefix_cache else None,
-            trunk_out=trace.trunk_ids if trace.keep_trunk else None)
+        out = self.decider.decide(role, prompts, n_ues, self.env.builder, generator=generator,
+                                  temperature=temperature,
+                                  trunk_out=trace.trunk_ids if trace.keep_trunk else None)
+        sample = out.sample
         lengths = sample.lengths.tolist()
-        trace.prompts += _unpad(input_ids, attention_mask)
-        trace.prefix_lengths += prefix or [0] * len(prompts)
+        trace.prompts += _unpad(out.input_ids, out.attention_mask)
+        trace.prefix_lengths += out.prefix_lengths or [0] * len(prompts)
         trace.tokens += [row[:n] for row, n in zip(sample.tokens.tolist(), lengths, strict=True)]
-        trace.grammars += grammars
+        trace.grammars += self.decider.grammars(role, n_ues, self.n_rbgs, self.ucm_levels)
         trace.logprobs += sample.action_logprob.float().tolist()
-        trace.values += values.float().tolist()
+        trace.values += out.values.float().tolist()
         trace.rows += [(owner, tti) for owner in owners]
         return sample.texts
 
@@ -146,7 +134,7 @@ class RolloutWorker:
         if llm.size:
             rows = [slots[k] for k in llm]
             answers = self._decide("follower", [prompts[k] for k in llm],
-                                   [self.grammar("follower", n_active[b]) for b, _ in rows],
+                                   [int(n_active[b]) for b, _ in rows],
                                    generator, temperature, trace,
                                    [b * i_max + i for b, i in rows], tti)
             for k, text in zip(llm, answers, strict=True):
@@ -171,9 +159,8 @@ class RolloutWorker:
         prompts = env.reset(seed=env_seed)
         for tti in range(self.scenario.cell.episode_ttis):
             n_active = env.game.sim.active.sum(axis=1)
-            grammars = [self.grammar("leader", n) for n in n_active]
-            texts = self._decide("leader", prompts, grammars, generator, temperature, leader,
-                                 list(range(env.n_envs)), tti)
+            texts = self._decide("leader", prompts, [int(n) for n in n_active], generator,
+                                 temperature, leader, list(range(env.n_envs)), tti)
             prompts = env.step_leader(texts)
             texts, llm = self._follow(prompts, n_active, generator, temperature, follower, tti)
             step = env.step_followers(texts)
