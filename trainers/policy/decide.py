@@ -51,10 +51,11 @@ class Decider:
 
     def decide(self, role: str, prompts: list[str], n_ues: Sequence[int], builder, *,
                generator: torch.Generator, temperature: float = 1.0, greedy: bool = False,
-               trunk_out: list | None = None) -> Decisions:
+               trunk_out: list | None = None, hidden_out: list | None = None) -> Decisions:
         """``role``'s actions for ``prompts`` (rendered by ``builder``, a
         :class:`textgame.prompts.PromptBuilder`) of cells with ``n_ues`` active UEs each.
-        ``trunk_out`` as in :meth:`~trainers.policy.models.StackelbergPolicy.generate_actions`.
+        ``trunk_out`` and ``hidden_out`` as in
+        :meth:`~trainers.policy.models.StackelbergPolicy.generate_actions`.
         """
         grammars = self.grammars(role, n_ues, builder.n_rbgs, builder.max_ucm + 1)
         input_ids, attention_mask = self.encoder(prompts, self.policy.device)
@@ -63,5 +64,6 @@ class Decider:
         sample, values = self.policy.generate_actions(
             role, input_ids, attention_mask, grammars, generator=generator,
             temperature=temperature, greedy=greedy,
-            prefix_lengths=prefix if self.prefix_cache else None, trunk_out=trunk_out)
+            prefix_lengths=prefix if self.prefix_cache else None, trunk_out=trunk_out,
+            hidden_out=hidden_out)
         return Decisions(sample, values, input_ids, attention_mask, prefix)

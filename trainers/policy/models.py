@@ -523,14 +523,16 @@ class StackelbergPolicy(nn.Module):
                          temperature: float = 1.0, max_new_tokens: int | None = None,
                          greedy: bool = False, timings: dict | None = None,
                          prefix_lengths: Sequence[int] | None = None,
-                         trunk_out: list | None = None,
+                         trunk_out: list | None = None, hidden_out: list | None = None,
                          ) -> tuple[ActionSample, torch.Tensor]:
         """PAG-constrained sampling with ``role``'s adapter (eval mode, restored afterwards)
         and the prompts' values (B,), read off the sampling prefill.
 
         ``prefix_lengths`` (B,): each row's meta-prompt tokens, whose KV states are reused from
         :attr:`prefix_cache`. ``trunk_out`` (a list; only with a frozen trunk) receives one
-        :attr:`trunk` id per row: the boundary states the sampling computed, for the update.
+        :attr:`trunk` id per row: the boundary states the sampling computed, for the update;
+        ``hidden_out`` (a list) the value heads' input (B, H), for fitting them
+        (:mod:`trainers.stackelberg.critic`).
         """
         keep = trunk_out is not None and self.boundary > 0
         keys = [()] * len(input_ids)
@@ -554,6 +556,8 @@ class StackelbergPolicy(nn.Module):
             self._keep_prefixes(keys)
             trunk_out += [self.trunk.add(key, rest) for key, rest in
                           zip(keys, capture.rows(attention_mask, sample.lengths), strict=True)]
+        if hidden_out is not None:
+            hidden_out.append(hidden[0].detach().float())
         return sample, self.prompt_values_from_hidden(role, hidden[0])
 
     def _keep_prefixes(self, keys: Sequence[tuple[int, ...]]) -> None:

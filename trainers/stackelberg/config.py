@@ -57,8 +57,9 @@ class StackelbergPPOConfig:
     Parameters per role (two-timescale Stackelberg learning):
         leader_learning_rate, follower_learning_rate, leader_ppo_epochs, follower_ppo_epochs,
         value_head_hidden
-    Parameters of the expert warm start (TRL ``SFTTrainer``):
-        expert_seeding, expert_leader, expert_episodes, expert_sft_epochs, expert_learning_rate
+    Parameters of the expert warm start (TRL ``SFTTrainer``) and the critic's:
+        expert_seeding, expert_leader, expert_episodes, expert_sft_epochs, expert_learning_rate,
+        critic_warmup_episodes, critic_warmup_steps, critic_warmup_learning_rate
     Parameters of evaluation and logging:
         eval_every, eval_episodes, log_every, report_to
     Parameters of the run, its checkpoints and the Hub:
@@ -177,6 +178,13 @@ class StackelbergPPOConfig:
         "obedience (0 = skip).", default=4)
     expert_agreement_ttis: int = _help(
         "TTIs per agreement episode (0 = the scenario's episode length).", default=10)
+    critic_warmup_episodes: int = _help(
+        "Before PPO, play this many episodes of the starting policy (seeded or loaded) and fit "
+        "each role's value head to their Monte-Carlo returns, the last n_envs held out for the "
+        "explained variance (design §6.6); a multiple of n_envs, at least 2 x n_envs; 0 = off.",
+        default=0)
+    critic_warmup_steps: int = _help("Full-batch Adam steps of the critic warm-up.", default=1000)
+    critic_warmup_learning_rate: float = _help("Adam LR of the critic warm-up.", default=1e-3)
     init_adapters: str | None = _help(
         "Start from the adapters and value heads of a saved policy directory or Hub repo id "
         "instead of fresh ones: 'agentic-mac seed's <output_dir>/seeded, a run's final/ or a "
@@ -239,6 +247,7 @@ class StackelbergPPOConfig:
                      "gradient_accumulation_steps"):
             check_int_at_least(OWNER, name, getattr(self, name), 1)
         for name in ("total_epochs", "history_ttis", "legacy_ues", "trainable_layers",
+                     "critic_warmup_episodes", "critic_warmup_steps",
                      "warmup_epochs", "eval_every", "save_every",
                      "expert_agreement_episodes", "expert_agreement_ttis"):
             check_int_at_least(OWNER, name, getattr(self, name), 0)
@@ -247,6 +256,10 @@ class StackelbergPPOConfig:
         check_int_at_least(OWNER, "seed", self.seed, 0)
         if not self.output_dir:
             _fail("output_dir", self.output_dir, "a directory path")
+        if self.critic_warmup_episodes and (self.critic_warmup_episodes % self.n_envs
+                                            or self.critic_warmup_episodes < 2 * self.n_envs):
+            _fail("critic_warmup_episodes", self.critic_warmup_episodes,
+                  f"0 or a multiple of n_envs ({self.n_envs}) of at least {2 * self.n_envs}")
         if self.episodes_per_epoch % self.n_envs:
             _fail("episodes_per_epoch", self.episodes_per_epoch,
                   f"a multiple of n_envs ({self.n_envs})")
@@ -256,7 +269,8 @@ class StackelbergPPOConfig:
             check_real_in(OWNER, name, getattr(self, name), 0.0, math.inf)
         for name in ("clip_range", "value_clip_range", "temperature_start", "temperature_end",
                      "max_grad_norm", "leader_learning_rate", "follower_learning_rate",
-                     "expert_learning_rate", "expert_sft_epochs"):
+                     "expert_learning_rate", "expert_sft_epochs",
+                     "critic_warmup_learning_rate"):
             check_positive(OWNER, name, getattr(self, name))
         self.resume_from_checkpoint = resume_option(OWNER, self.resume_from_checkpoint,
                                                     self.overwrite_output_dir)

@@ -57,7 +57,9 @@ class _Trace:
     values: list[float] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     trunk_ids: list[int] = field(default_factory=list)  # policy.trunk ids, when keep_trunk
+    hiddens: list = field(default_factory=list)  # (b, H) value-head inputs, when keep_hidden
     keep_trunk: bool = False
+    keep_hidden: bool = False
 
 
 def _unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
@@ -99,7 +101,8 @@ class RolloutWorker:
                 trace: _Trace, owners: list[int], tti: int) -> list[str]:
         out = self.decider.decide(role, prompts, n_ues, self.env.builder, generator=generator,
                                   temperature=temperature,
-                                  trunk_out=trace.trunk_ids if trace.keep_trunk else None)
+                                  trunk_out=trace.trunk_ids if trace.keep_trunk else None,
+                                  hidden_out=trace.hiddens if trace.keep_hidden else None)
         sample = out.sample
         lengths = sample.lengths.tolist()
         trace.prompts += _unpad(out.input_ids, out.attention_mask)
@@ -142,12 +145,14 @@ class RolloutWorker:
         return texts, llm
 
     def play(self, epoch: int, batch: int, temperature: float, seeds: tuple | None = None,
-             keep_trunk: bool = False) -> tuple[_Trace, _Trace, dict]:
+             keep_trunk: bool = False, keep_hidden: bool = False,
+             ) -> tuple[_Trace, _Trace, dict]:
         """One batch of B episodes: (leader trace, follower trace, episode KPIs).
 
         ``seeds`` = (environment seed, sampling seed) overrides :meth:`seeds` (evaluation plays
         the environments of :func:`textgame.runner.batch_seeds`). ``keep_trunk``: keep every
-        decision's frozen-trunk states in ``policy.trunk`` for the update (training only).
+        decision's frozen-trunk states in ``policy.trunk`` for the update (training only);
+        ``keep_hidden``: every decision's value-head input in the traces' ``hiddens``.
         """
         env_seed, sample_seed = seeds or self.seeds(epoch, batch)
         generator = torch.Generator(self.policy.device).manual_seed(sample_seed)
@@ -155,7 +160,8 @@ class RolloutWorker:
         if self.numeric_follower is not None:
             self.numeric_follower.reset(env.n_envs, cell.max_ues, cell.n_rbgs, cell.ucm_levels,
                                         np.random.default_rng(sample_seed))
-        leader, follower = _Trace(keep_trunk=keep_trunk), _Trace(keep_trunk=keep_trunk)
+        leader, follower = (_Trace(keep_trunk=keep_trunk, keep_hidden=keep_hidden)
+                            for _ in range(2))
         prompts = env.reset(seed=env_seed)
         for tti in range(self.scenario.cell.episode_ttis):
             n_active = env.game.sim.active.sum(axis=1)
@@ -169,8 +175,11 @@ class RolloutWorker:
             prompts = step.leader_prompts
         return leader, follower, step.info["kpis"]
 
-    def advantages(self, trace: _Trace, owners: int) -> tuple[list[float], list[float]]:
-        """GAE over TTIs per owner (env or UE slot); inactive TTIs skipped (trainers.ppo.gae)."""
+    def advantages(self, trace: _Trace, owners: int, monte_carlo: bool = False,
+                   ) -> tuple[list[float], list[float]]:
+        """GAE over TTIs per owner (env or UE slot); inactive TTIs skipped (trainers.ppo.gae).
+        ``monte_carlo``: lambda = 1 and no values, so the returns are the discounted rewards to
+        go of each trajectory (value targets that do not depend on the value head)."""
         ttis = self.scenario.cell.episode_ttis
         shape = (owners, ttis)
         rewards = torch.zeros(shape, dtype=torch.float64)
@@ -178,12 +187,14 @@ class RolloutWorker:
         active = torch.zeros(shape, dtype=torch.bool)
         owner, tti = (torch.tensor(x) for x in zip(*trace.rows, strict=True))
         rewards[owner, tti] = torch.tensor(trace.rewards, dtype=torch.float64)
-        values[owner, tti] = torch.tensor(trace.values, dtype=torch.float64)
+        if not monte_carlo:
+            values[owner, tti] = torch.tensor(trace.values, dtype=torch.float64)
         active[owner, tti] = True
         starts = active & ~torch.cat([torch.zeros(owners, 1, dtype=torch.bool),
                                       active[:, :-1]], dim=1)  # a slot that (re)joins
         advantages, returns = gae(rewards, values, gamma=self.config.gamma,
-                                  lam=self.config.gae_lambda, active=active, starts=starts)
+                                  lam=1.0 if monte_carlo else self.config.gae_lambda,
+                                  active=active, starts=starts)
         return advantages[owner, tti].tolist(), returns[owner, tti].tolist()
 
     def collect(self, epoch: int) -> tuple[Decisions, Decisions, list[dict]]:

@@ -50,7 +50,8 @@ from trainers.stackelberg.rollout import RolloutWorker
 from trainers.stackelberg.update import ppo_update
 
 EXPERT_SEEDING, SEEDED, TRACKER_PROJECT = "expert-seeding", "seeded", "agentic-mac"
-RUN_EXTRAS = (EXPERT_SEEDING, SEEDED, TRACKER_PROJECT)  # output_dir entries besides run_dir's
+CRITIC_WARMUP = "critic-warmup.json"
+RUN_EXTRAS = (EXPERT_SEEDING, SEEDED, TRACKER_PROJECT, CRITIC_WARMUP)  # besides run_dir's
 HEADLINE = ("throughput_mbps", "fairness", "collision_rate", "invalid_action_rate",
             "leader_utility", "follower_utility")
 
@@ -131,6 +132,8 @@ class StackelbergPPOTrainer:
             self.policy.load_adapter_weights(download(args.init_adapters))
         elif args.expert_seeding:
             self.seed_with_experts()
+        if args.critic_warmup_episodes:
+            self.warm_up_critic()
         if args.kl_reference == "start":
             self.policy.freeze_reference()
 
@@ -208,6 +211,19 @@ class StackelbergPPOTrainer:
             if self.accelerator.is_main_process:
                 print(format_agreement(metrics["agreement"]), flush=True)
         self.save_model(self.output_dir / SEEDED)
+        return metrics
+
+    def warm_up_critic(self) -> dict[str, float]:
+        """Value heads fitted to the starting policy's returns (:mod:`.critic`); the held-out
+        explained variance before and after, printed and saved as ``critic-warmup.json``."""
+        from trainers.stackelberg.critic import warm_up_critic
+
+        with self.accelerator.autocast():
+            metrics = warm_up_critic(self.policy, self.worker, self.args)
+        if self.accelerator.is_main_process:
+            save_json(self.output_dir / CRITIC_WARMUP, metrics)
+            print("critic warm-up (explained variance on held-out episodes): " + ", ".join(
+                f"{k} {v:.3f}" for k, v in metrics.items() if "explained" in k), flush=True)
         return metrics
 
     # ----------------------------------------------------------------------------- logging
