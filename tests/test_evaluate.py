@@ -47,6 +47,33 @@ def test_ue_suite_is_i_2_to_10_at_n_4():
     assert [c.scenario.cell.max_ues for c in cases] == list(range(2, 11))
 
 
+def test_the_wide_ue_suite_runs_to_i_14_and_splits_training_from_held_out_sizes():
+    cases = suite_cases("ues14", SHORT)
+    assert [c.x for c in cases] == list(range(2, 15))
+    assert [c.scenario.cell.max_ues for c in cases] == list(range(2, 15))
+    evaluator = Evaluator(episodes=2, n_envs=2)
+    from textgame.metrics import summarize
+
+    rows = [{"policy": "RR", "suite": "ues14", "case": c.label, "x": c.x,
+             "kpis": summarize([evaluator.run(parse_policy("round_robin/dictator"), c)])}
+            for c in cases]
+    table = markdown(rows, training_sizes=[2, 4, 6, 8])
+    trained, held = table.split("### ues14: held-out sizes")
+    assert "### ues14: training sizes I in [2, 4, 6, 8]" in trained
+    assert [f"| I={i} |" in trained for i in range(2, 15)] == [
+        i in (2, 4, 6, 8) for i in range(2, 15)]
+    assert all(f"| I={i} |" in held for i in (3, 5, 7, 9, 10, 11, 12, 13, 14))
+
+
+def test_an_llm_plays_fourteen_ues_under_the_pag(llm_dir):
+    """The text layer and the grammars scale with I: UE numbers up to 14 in the DCM."""
+    case = suite_cases("ues14", SHORT)[-1]
+    assert case.scenario.cell.ue_counts == (14,)
+    result = Evaluator(episodes=2, n_envs=2).run(parse_policy(f"llm:{llm_dir}"), case)
+    assert {len(v) for v in result.values()} == {2}
+    assert (result["invalid_action_rate"] == 0).all()
+
+
 def test_rbg_and_tbler_suites_hold_five_ues():
     rbgs = suite_cases("rbgs")
     assert [c.scenario.cell.n_rbgs for c in rbgs] == [3, 4, 5, 6, 7, 8]

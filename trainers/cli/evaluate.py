@@ -8,7 +8,8 @@
 
 Policies (``[label=]spec``): a heuristic pair ``LEADER/FOLLOWER``; ``marl:DIR`` (MAPPO or G-MAC,
 ``{ues}``/``{rbgs}`` in DIR filled per case: MAPPO-S); ``llm:DIR_OR_REPO`` (Stackelberg PPO
-adapters from a run's ``final/`` or the Hub). Suites: ues (I = 2..10), rbgs (N = 3..8), tbler,
+adapters from a run's ``final/`` or the Hub). Suites: ues (I = 2..10), ues14 (I = 2..14; with
+``--training_sizes 2 4 6 8`` the trained and held-out sizes apart), rbgs (N = 3..8), tbler,
 traffic (Table III), legacy (Table VII), stress (Table VIII); see ``trainers/evaluation/suites.py``.
 Writes ``results.md``, ``results.csv``, ``episodes.csv`` (every episode's KPIs),
 ``<suite>.png`` for the sweeps and ``training.png``; ``--paired_against LABEL`` adds
@@ -59,7 +60,8 @@ class EvaluateConfig:
     Parameters of the runs (every policy meets the same seeds):
         episodes, n_envs, seed, seeds.
     Parameters of the output:
-        output_dir, training_runs, merge, paired_against, disable_tqdm, num_threads.
+        output_dir, training_runs, training_sizes, merge, paired_against, disable_tqdm,
+        num_threads.
     """
 
     policies: list[str] = field(default_factory=lambda: list(DEFAULT_POLICIES), metadata={
@@ -85,6 +87,9 @@ class EvaluateConfig:
         "help": "'label=RUN_DIR' whose metrics.jsonl go into training.png"})
     output_dir: str = field(default="runs/evaluate", metadata={
         "help": "where results.md, results.csv and the figures go"})
+    training_sizes: list[int] = field(default_factory=list, metadata={
+        "help": "cell sizes I the learned policies were trained on: the UE sweeps' tables "
+                "and figures show them apart from the held-out sizes"})
     paired_against: str | None = field(default=None, metadata={
         "help": "label of a policy of --policies: every other policy's per-episode difference "
                 "to it on the same episodes (common random numbers), mean and 95 % CI, goes "
@@ -118,6 +123,8 @@ class EvaluateConfig:
         for name in self.hcn_partitions:
             if name not in HCN_PARTITIONS:
                 fail_field(OWNER, "hcn_partitions", name, f"any of {list(HCN_PARTITIONS)}")
+        for n in self.training_sizes:
+            check_int_at_least(OWNER, "training_sizes", n, 1)
         for c in self.hcn_cells or ():
             check_int_at_least(OWNER, "hcn_cells", c, 1)
         check_int_at_least(OWNER, "hcn_lock_step_cells", self.hcn_lock_step_cells, 1)
@@ -227,7 +234,7 @@ def evaluate(args: EvaluateConfig) -> str:
              "kpis": summarize([results[c, s, k] for k in range(args.seeds)])}
             for c, case in enumerate(cases) for s, spec in enumerate(specs)]
     rows = merged_rows(args, rows)
-    table = markdown(rows)
+    table = markdown(rows, training_sizes=args.training_sizes)
     (out / "results.md").write_text(table)
     (out / "results.csv").write_text(to_csv(rows))
     labels = [spec.label for spec in specs]
@@ -236,12 +243,13 @@ def evaluate(args: EvaluateConfig) -> str:
     if args.paired_against is not None:
         paired = paired_rows(results, cases, labels, args.paired_against, args.seeds)
         text = (f"\n## Paired differences to {args.paired_against} (same episodes; mean and "
-                "95 % CI of the per-episode difference)\n\n" + markdown(paired, PAIRED_KPIS))
+                "95 % CI of the per-episode difference)\n\n"
+                + markdown(paired, PAIRED_KPIS, args.training_sizes))
         (out / "paired.md").write_text(text)
         table += text
         extra.append(out / "paired.md")
-    figures = [plot_sweep(rows, suite, out / f"{suite}.png") for suite in args.suites
-               if suite in SWEEPS]
+    figures = [plot_sweep(rows, suite, out / f"{suite}.png", args.training_sizes)
+               for suite in args.suites if suite in SWEEPS]
     if "hcn" in args.suites:
         hcn_table, figure = evaluate_network(args, specs, out)
         table += hcn_table

@@ -16,17 +16,29 @@ from textgame.tables import kpi_csv, kpi_table
 TABLE_KPIS = ("throughput_mbps", "fairness", "resource_efficiency", "packet_success_rate",
               "latency_mean", "latency_p95", "buffer_mean", "buffer_max", "collision_rate",
               "leader_utility")
-SWEEPS = {"ues": "UEs I", "rbgs": "RBGs N", "tbler": "TBLER"}  # suites drawn as curves
+SWEEPS = {"ues": "UEs I", "ues14": "UEs I", "rbgs": "RBGs N", "tbler": "TBLER"}  # curves
 CURVE_KPIS = {"throughput_mbps": "throughput (Mbps per UE)", "fairness": "Jain fairness"}
 TRAINING_KEYS = ("leader_utility", "follower_utility", "throughput_mbps", "fairness")
 
 
-def markdown(rows: Sequence[Mapping], kpis: Sequence[str] = TABLE_KPIS) -> str:
-    """One table per suite, rows grouped by case then policy."""
+def markdown(rows: Sequence[Mapping], kpis: Sequence[str] = TABLE_KPIS,
+             training_sizes: Sequence[int] = ()) -> str:
+    """One table per suite, rows grouped by case then policy; with ``training_sizes`` the UE
+    sweeps get two, the cell sizes trained on and the held-out ones."""
     out = []
     for suite in dict.fromkeys(r["suite"] for r in rows):
-        table = kpi_table([r for r in rows if r["suite"] == suite], kpis, ("case", "policy"))
-        out += [f"### {suite}", "", table]
+        mine = [r for r in rows if r["suite"] == suite]
+        if training_sizes and suite in ("ues", "ues14"):
+            seen = {int(n) for n in training_sizes}
+            for title, part in ((f"training sizes I in {sorted(seen)}",
+                                 [r for r in mine if int(float(r["x"])) in seen]),
+                                ("held-out sizes", [r for r in mine
+                                                    if int(float(r["x"])) not in seen])):
+                if part:
+                    out += [f"### {suite}: {title}", "", kpi_table(part, kpis,
+                                                                  ("case", "policy"))]
+            continue
+        out += [f"### {suite}", "", kpi_table(mine, kpis, ("case", "policy"))]
     return "\n".join(out)
 
 
@@ -128,8 +140,10 @@ def line_style(k: int) -> dict:
             "linestyle": ("-", "--", ":")[k // 10 % 3]}
 
 
-def plot_sweep(rows: Sequence[Mapping], suite: str, path: str | Path) -> Path:
-    """Throughput and fairness against the suite's axis, one line per policy, 95 % CI bars."""
+def plot_sweep(rows: Sequence[Mapping], suite: str, path: str | Path,
+               training_sizes: Sequence[int] = ()) -> Path:
+    """Throughput and fairness against the suite's axis, one line per policy, its 95 % CI
+    shaded; ``training_sizes`` (UE sweeps) are marked by grey bands."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(CURVE_KPIS), figsize=(5.0 * len(CURVE_KPIS) + 2.0, 3.6))
     policies = list(dict.fromkeys(r["policy"] for r in rows if r["suite"] == suite))
@@ -140,9 +154,15 @@ def plot_sweep(rows: Sequence[Mapping], suite: str, path: str | Path) -> Path:
             mean = [r["kpis"][kpi].mean for r in points]
             ci = [0.0 if math.isnan(r["kpis"][kpi].ci95) else r["kpis"][kpi].ci95
                   for r in points]
-            ax.errorbar(x, mean, yerr=ci, markersize=4, capsize=3, label=policy,
-                        **line_style(k))
-        ax.set_xlabel(SWEEPS[suite])
+            style = line_style(k)
+            ax.plot(x, mean, markersize=4, label=policy, **style)
+            ax.fill_between(x, [m - c for m, c in zip(mean, ci, strict=True)],
+                            [m + c for m, c in zip(mean, ci, strict=True)],
+                            color=style["color"], alpha=0.12, linewidth=0)
+        for n in training_sizes if suite in ("ues", "ues14") else ():
+            ax.axvspan(n - 0.3, n + 0.3, color="0.85", zorder=0)
+        ax.set_xlabel(SWEEPS[suite] + (" (grey: training sizes)" if training_sizes
+                                       and suite in ("ues", "ues14") else ""))
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the data

@@ -39,7 +39,7 @@ from textgame.policies import (
 )
 from textgame.runner import batch_seeds, run_episodes
 
-SUITES = ("ues", "rbgs", "tbler", "traffic", "legacy", "stress")
+SUITES = ("ues", "ues14", "rbgs", "tbler", "traffic", "legacy", "stress")
 TBLERS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
 # Table III: B Bernoulli, P periodic, O bursty on-off; models go to UE slots in this order.
 TRAFFIC_CASES = {"Case 1 (5B)": "BBBBB", "Case 2 (3B/2P)": "BBBPP", "Case 3 (2B/3P)": "BBPPP",
@@ -83,8 +83,10 @@ def suite_cases(suite: str, base: dict | ScenarioConfig | None = None) -> list[C
     def case(label, x, changes, legacy=0) -> Case:
         return Case(suite, label, x, ScenarioConfig.from_dict(_merge(base, changes)), legacy)
 
-    if suite == "ues":
-        return [case(f"I={i}", i, {"cell": {**_fixed_ues(i), "n_rbgs": 4}}) for i in range(2, 11)]
+    if suite in ("ues", "ues14"):  # ues14: I past the paper's 10, for held-out cell sizes
+        last = 10 if suite == "ues" else 14
+        return [case(f"I={i}", i, {"cell": {**_fixed_ues(i), "n_rbgs": 4}})
+                for i in range(2, last + 1)]
     if suite == "rbgs":
         return [case(f"N={n}", n, {"cell": {**_fixed_ues(5), "n_rbgs": n}}) for n in range(3, 9)]
     if suite == "tbler":
