@@ -76,6 +76,11 @@ CASES = [
     ("evaluate", ["--policies", "boss/dictator"], "policy 'boss/dictator' is invalid"),
     ("evaluate", ["--policies", "marl:/nonexistent"], "EvaluateConfig.policies = "
      "'marl:/nonexistent' is invalid; allowed: 'marl:' followed by an existing directory"),
+    ("evaluate", ["--policies", "llm:someone/not-a-repo"], "EvaluateConfig.policies = "
+     "'llm:someone/not-a-repo' is invalid; allowed: a policy directory, or a Hub repository id "
+     "reachable from here or in the local cache (resolving it failed: "),
+    ("train", ["--init_adapters", "someone/not-a-repo"], "StackelbergPPOConfig.init_adapters = "
+     "'someone/not-a-repo' is invalid; allowed: a policy directory, or a Hub repository id"),
     ("evaluate", ["--suites", "everything"], "EvaluateConfig.suites = 'everything' is invalid"),
     ("evaluate", ["--training_runs", "X=/nonexistent"], "training_runs = 'X=/nonexistent': "
      "'/nonexistent' has no metrics.jsonl"),

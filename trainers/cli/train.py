@@ -54,10 +54,9 @@ def preflight(args: StackelbergPPOConfig, model_args: ModelConfig) -> str:
     check_trackers(args.report_to)
     check_output_dir_writable("output_dir", args.output_dir)
     checkpoint = check_run_dir("StackelbergPPOConfig", args)
-    if args.init_adapters:
-        check_policy_dir("StackelbergPPOConfig", "init_adapters", args.init_adapters)
-    for name, adapters in (("init_adapters", args.init_adapters),
-                           ("resume_from_checkpoint", checkpoint)):
+    initial = args.init_adapters and check_policy_dir("StackelbergPPOConfig", "init_adapters",
+                                                      args.init_adapters)
+    for name, adapters in (("init_adapters", initial), ("resume_from_checkpoint", checkpoint)):
         if adapters:  # saved with the same k (trainers.policy.trunk)
             check_saved_trainable_layers(f"StackelbergPPOConfig.{name}", adapters,
                                          args.trainable_layers)
