@@ -41,11 +41,17 @@ FOLLOWER_FIELDS = ("n_rbgs", "ue", "max_ucm")
 """Placeholders a follower template may use: RBGs N, the UE's own number (rank), K - 1."""
 LEADER_CUE = "DCM:"
 FOLLOWER_CUE = "Action:"
+PROMPT_FORMATS = (1, 2)
+"""1: the follower meta-prompt names the UE ("You are UE3 ..."), one meta-prompt per UE number;
+2: it does not, and the observation's first line does ("UE3 TTI 7"), so every UE's prompt
+starts with the same meta-prompt (one shared prefix for all followers)."""
 
 
-def packaged_template(role: str) -> str:
-    """The meta-prompt template shipped in ``textgame/templates/{role}.txt``."""
-    return (resources.files("textgame") / "templates" / f"{role}.txt").read_text("utf-8")
+def packaged_template(role: str, prompt_format: int = 1) -> str:
+    """The meta-prompt template shipped in ``textgame/templates/{role}.txt`` (the follower's
+    of prompt format 2: ``follower_v2.txt``)."""
+    name = f"{role}_v2" if role == "follower" and prompt_format >= 2 else role
+    return (resources.files("textgame") / "templates" / f"{name}.txt").read_text("utf-8")
 
 
 def _read_template(name: str, path: Any, fields: tuple[str, ...]) -> str:
@@ -76,10 +82,16 @@ class TextConfig:
     leader_template: str | os.PathLike | None = None
     """Path of a leader meta-prompt template; None = the packaged ``templates/leader.txt``."""
     follower_template: str | os.PathLike | None = None
-    """Path of a follower meta-prompt template; None = the packaged ``templates/follower.txt``."""
+    """Path of a follower meta-prompt template; None = the packaged ``templates/follower.txt``
+    (``follower_v2.txt`` for prompt format 2)."""
+    prompt_format: int = 1
+    """:data:`PROMPT_FORMATS`: 1 = the UE's number in its meta-prompt, 2 = in its observation."""
 
     def __post_init__(self) -> None:
         check_int_at_least("TextConfig", "history_ttis", self.history_ttis, 0)
+        if self.prompt_format not in PROMPT_FORMATS or isinstance(self.prompt_format, bool):
+            fail_field("TextConfig", "prompt_format", self.prompt_format,
+                       f"one of {list(PROMPT_FORMATS)}")
         if not isinstance(self.strict, bool):
             fail_field("TextConfig", "strict", self.strict, "True or False")
         self.templates()  # fails early, naming the field, for a missing or malformed template
@@ -88,7 +100,8 @@ class TextConfig:
         """(leader, follower) meta-prompt templates, trailing newlines removed."""
         leader = (packaged_template("leader") if self.leader_template is None else
                   _read_template("leader_template", self.leader_template, LEADER_FIELDS))
-        follower = (packaged_template("follower") if self.follower_template is None else
+        follower = (packaged_template("follower", self.prompt_format)
+                    if self.follower_template is None else
                     _read_template("follower_template", self.follower_template, FOLLOWER_FIELDS))
         return leader.rstrip("\n"), follower.rstrip("\n")
 
@@ -131,9 +144,11 @@ def leader_observation(obs: LeaderObs, env: int, history: Sequence[str] = ()) ->
 
 
 def follower_observation(obs: FollowerObs, env: int, slot: int,
-                         history: Sequence[str] = ()) -> str:
-    """o_i,t of UE slot ``slot`` in environment ``env`` as text: that UE's state only."""
-    lines = [f"TTI {obs.t}", f"buffer {obs.buffer_dpdus[env, slot]}",
+                         history: Sequence[str] = (), ue: int | None = None) -> str:
+    """o_i,t of UE slot ``slot`` in environment ``env`` as text: that UE's state only; with
+    ``ue`` (prompt format 2) the first line names the UE ("UE3 TTI 7")."""
+    first = f"TTI {obs.t}" if ue is None else f"UE{ue} TTI {obs.t}"
+    lines = [first, f"buffer {obs.buffer_dpdus[env, slot]}",
              f"channel {CHANNEL_STATES[obs.channel[env, slot]]}",
              f"DCM {bits_text(obs.dcm_bits[env, slot])}",
              f"Last TTI: {outcome_text(obs.feedback[env, slot])}"]
@@ -156,6 +171,7 @@ class PromptBuilder:
             raise ValueError(f"render = {render!r} is invalid; allowed: None or a callable "
                              "(system, user) -> str")
         self.leader_template, self.follower_template = config.templates()
+        self.prompt_format = config.prompt_format
         self.n_rbgs, self.max_ucm = n_rbgs, ucm_levels - 1
         self.render = render or default_render
 
@@ -168,4 +184,5 @@ class PromptBuilder:
                  history: Sequence[str] = ()) -> str:
         rank = int(obs.active[env, :slot + 1].sum())  # the UE's number in the DCM
         system = self.follower_template.format(n_rbgs=self.n_rbgs, ue=rank, max_ucm=self.max_ucm)
-        return self.render(system, follower_observation(obs, env, slot, history))
+        ue = rank if self.prompt_format >= 2 else None
+        return self.render(system, follower_observation(obs, env, slot, history, ue))

@@ -36,7 +36,7 @@ from trainers.policy.decide import Decider
 from trainers.policy.encoding import load_tokenizer
 from trainers.stackelberg.config import StackelbergPPOConfig
 
-PLAY_FIELDS = ("scenario", "history_ttis", "use_chat_template", "pag_backend",
+PLAY_FIELDS = ("scenario", "history_ttis", "prompt_format", "use_chat_template", "pag_backend",
                "temperature_end", "follower_policy", "legacy_policy", "value_head_hidden")
 """The training config's fields that playing a saved policy depends on."""
 
@@ -64,7 +64,8 @@ def load_llm(path_or_repo_id: str, base_model: str | None = None, device: str | 
 def trained_config(trained: dict, **overrides) -> StackelbergPPOConfig:
     """The run's config as far as playing goes (:data:`PLAY_FIELDS` of the saved ``trained``
     dict, defaults elsewhere), with ``overrides``."""
-    return StackelbergPPOConfig(**{**{k: trained[k] for k in PLAY_FIELDS if k in trained},
+    saved = {"prompt_format": 1, **trained}  # a config saved before the field: format 1
+    return StackelbergPPOConfig(**{**{k: saved[k] for k in PLAY_FIELDS if k in saved},
                                    **overrides})
 
 
