@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from trainers.ppo import (
-    cosine_lr_scheduler,
     cosine_with_warmup,
     explained_variance,
     gae,
     kl_to_reference,
+    lr_scheduler,
     masked_entropy,
     normalize_advantages,
     ppo_losses,
@@ -209,18 +209,17 @@ def test_cosine_with_warmup_factors():
         [0, 0.5, 1, 0.5])
 
 
-def test_cosine_lr_scheduler_matches_transformers_up_to_total():
-    from transformers import get_cosine_schedule_with_warmup
-
-    def lrs(make):
-        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-        sched, out = make(opt), []
-        for _ in range(11):  # steps 0..total (transformers' curve rises again past it)
-            out.append(opt.param_groups[0]["lr"])
-            opt.step()
-            sched.step()
-        return out
-
-    ours = lrs(lambda opt: cosine_lr_scheduler(opt, total=10, warmup=3))
-    theirs = lrs(lambda opt: get_cosine_schedule_with_warmup(opt, 3, 10))
-    assert ours == pytest.approx(theirs, abs=1e-15)
+@pytest.mark.parametrize("name, factor", [
+    ("cosine", lambda s: cosine_with_warmup(s, 10, warmup=3)),
+    ("linear", lambda s: s / 3 if s < 3 else (10 - s) / 7),
+    ("constant_with_warmup", lambda s: min(s / 3, 1.0))])
+def test_lr_scheduler_is_get_scheduler_with_the_design_curves(name, factor):
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched, out = lr_scheduler(opt, name, total=10, warmup=3), []
+    for _ in range(11):  # steps 0..total, one per epoch
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert out == pytest.approx([1e-3 * factor(s) for s in range(11)], abs=1e-15)
+    with pytest.raises(ValueError, match="lr_scheduler_type = 'cosine_with_min_lr' is invalid"):
+        lr_scheduler(opt, "cosine_with_min_lr", total=10)

@@ -9,13 +9,13 @@ The trainer calls these; it does not re-derive them.
 - :func:`normalize_advantages`, :func:`ppo_losses` — eq. 10 clipped surrogate on action-level
   ratios (eq. 12: an action's log-prob is the sum of its token log-probs), clipped value loss,
   entropy bonus, KL penalty, and the diagnostics (``approx_kl``, ``clipfrac``, ratios).
-- :func:`explained_variance`, :func:`cosine_with_warmup`, :func:`cosine_lr_scheduler`.
+- :func:`explained_variance`, :func:`cosine_with_warmup`, :func:`lr_scheduler` (transformers'
+  ``get_scheduler``).
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import torch
 
@@ -182,16 +182,26 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
 # --------------------------------------------------------------------------- LR schedule
 def cosine_with_warmup(step: int, total: int, warmup: int = 0) -> float:
     """LR factor: linear 0 -> 1 over ``warmup`` steps, then cosine 1 -> 0 at ``total`` (design §6;
-    the trainer steps per epoch: warmup_epochs, total_epochs). Same curve as transformers'
-    ``get_cosine_schedule_with_warmup``."""
+    the trainers step per epoch or update). Same curve as transformers'
+    ``get_cosine_schedule_with_warmup`` up to ``total``."""
     if step < warmup:
         return step / warmup
     progress = (step - warmup) / max(total - warmup, 1)
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def cosine_lr_scheduler(optimizer: torch.optim.Optimizer, total: int,
-                        warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR applying :func:`cosine_with_warmup` to every param group's base LR."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(cosine_with_warmup, total=total, warmup=warmup))
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+"""The ``lr_scheduler_type`` values of transformers' ``get_scheduler`` the trainers accept."""
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, name: str, total: int,
+                 warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' ``get_scheduler(name)`` over ``total`` steps (the trainers step it once per
+    epoch or update), the first ``warmup`` a linear warm-up; ``cosine`` is
+    :func:`cosine_with_warmup` (design §6)."""
+    from transformers import get_scheduler
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"lr_scheduler_type = {name!r} is invalid; allowed: one of "
+                         f"{list(SCHEDULERS)}")
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)

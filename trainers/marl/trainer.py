@@ -32,7 +32,7 @@ from trainers.marl.config import OWNER, MARLConfig
 from trainers.marl.model import WEIGHTS_FILE, MARLAgents
 from trainers.marl.policies import MARLFollower, MARLLeader
 from trainers.marl.rollout import collect
-from trainers.ppo import cosine_lr_scheduler, explained_variance, ppo_losses
+from trainers.ppo import explained_variance, lr_scheduler, ppo_losses
 from trainers.runs.run_dir import (
     CHECKPOINT_PREFIX,
     TRAINER_STATE,
@@ -103,8 +103,8 @@ class MARLTrainer:
             self.optimizers[role] = torch.optim.Adam(
                 [{"params": actor, "lr": lr},
                  {"params": critic, "lr": config.critic_learning_rate}])
-            self.schedulers[role] = cosine_lr_scheduler(self.optimizers[role],
-                                                        config.total_updates)
+            self.schedulers[role] = lr_scheduler(self.optimizers[role], "cosine",
+                                                 config.total_updates)
         self.output_dir = Path(config.output_dir)
         self.update = 0
         self.history: list[dict] = []
