@@ -304,3 +304,29 @@ def test_trainer_refuses_a_checkpoint_holding_a_pickled_object(tmp_path):
     with pytest.raises(CheckpointError, match=r"trainer_state\.pt cannot be loaded"):
         marl(tmp_path / "run", total_updates=3, resume_from_checkpoint=True).train()
     assert not (tmp_path / "constructed").exists()
+
+
+def test_trainer_state_json_and_the_older_trainer_state_pt_load_the_same(tmp_path):
+    from trainers.runs.run_dir import load_trainer_state, save_trainer_state
+
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([param], lr=1e-3)
+    param.grad = torch.full((3,), 0.5)
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 ** step)
+    scheduler.step()
+    history = [{"epoch": 1, "leader_utility": 0.25, "leader/explained_variance": math.nan}]
+    new, old = tmp_path / "new", tmp_path / "old"
+    new.mkdir(), old.mkdir()
+    save_trainer_state(new, 1, history, {"leader": optimizer}, {"leader": scheduler})
+    text = (new / "trainer_state.json").read_text()
+    assert "NaN" not in text and json.loads(text)["history"][0][
+        "leader/explained_variance"] is None  # strict JSON: undefined is null
+    torch.save({"epoch": 1, "history": history, "optimizers": {"leader": optimizer.state_dict()},
+                "schedulers": {"leader": scheduler.state_dict()}}, old / "trainer_state.pt")
+    a, b = load_trainer_state(new), load_trainer_state(old)
+    assert a["epoch"] == b["epoch"] == 1 and a["schedulers"] == b["schedulers"]
+    assert math.isnan(a["history"][0]["leader/explained_variance"])
+    assert a["history"][0]["leader_utility"] == b["history"][0]["leader_utility"]
+    sa, sb = a["optimizers"]["leader"]["state"][0], b["optimizers"]["leader"]["state"][0]
+    assert all(torch.equal(sa[k], sb[k]) for k in sb)

@@ -42,6 +42,8 @@ CHECKPOINT_PREFIX = "checkpoint-"
 TMP_PREFIX = ".tmp-"
 MANIFEST = "checkpoint.json"
 TRAINER_STATE = "trainer_state.pt"  # torch.save of tensors and plain values: see load_state
+TRAINER_STATE_JSON = "trainer_state.json"  # epoch, metrics history, LR schedulers: readable
+OPTIMIZER_STATE = "optimizer.pt"  # the optimizers' tensors (torch.save, load_state)
 METRICS_JSONL, METRICS_CSV, FINAL = "metrics.jsonl", "metrics.csv", "final"
 RUN_ENTRIES = (METRICS_JSONL, METRICS_CSV, FINAL)
 
@@ -284,6 +286,29 @@ def set_rng_state(state: dict, generators: dict[str, np.random.Generator]) -> No
 
 def save_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, allow_nan=False) + "\n")
+
+
+def save_trainer_state(directory: Path, epoch: int, history: list[dict], optimizers: dict,
+                       schedulers: dict) -> None:
+    """``trainer_state.json`` (the epoch, every logged record - undefined values as null - and
+    the LR schedulers' states, as transformers' Trainer keeps its own) and ``optimizer.pt``."""
+    save_json(directory / TRAINER_STATE_JSON, {
+        "epoch": epoch, "history": [finite(r) for r in history],
+        "schedulers": {r: s.state_dict() for r, s in schedulers.items()}})
+    torch.save({"optimizers": {r: o.state_dict() for r, o in optimizers.items()}},
+               directory / OPTIMIZER_STATE)
+
+
+def load_trainer_state(directory: Path) -> dict:
+    """What :func:`save_trainer_state` wrote (null back to NaN), or a checkpoint's single
+    ``trainer_state.pt`` from before it: ``{epoch, history, optimizers, schedulers}``."""
+    if not (directory / TRAINER_STATE_JSON).is_file():
+        return load_state(directory / TRAINER_STATE)
+    state = load_json(directory / TRAINER_STATE_JSON)
+    state["history"] = [{k: math.nan if v is None else v for k, v in r.items()}
+                        for r in state["history"]]
+    state["optimizers"] = load_state(directory / OPTIMIZER_STATE)["optimizers"]
+    return state
 
 
 def load_json(path: Path) -> Any:
