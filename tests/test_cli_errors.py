@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def agentic_mac(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainers.cli.main", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+def agentic_mac(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainers.cli.main", *args], cwd=cwd,
+                          env={**ENV, **env}, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +138,38 @@ def test_every_command_prints_its_help(command, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage:") and "--output_dir" in out
+
+
+@pytest.mark.parametrize("env, expected", [({"OMP_NUM_THREADS": "3"}, 3),
+                                           ({"OMP_NUM_THREADS": "3", "LOCAL_WORLD_SIZE": "2"}, 3),
+                                           ({"OMP_NUM_THREADS": "bogus"}, None), ({}, None)])
+def test_num_threads_defaults_to_omp_num_threads_then_the_cores(monkeypatch, env, expected):
+    from trainers.cli.args import num_threads
+
+    for name in ("OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cores = len(os.sched_getaffinity(0))
+    assert num_threads(None) == (cores if expected is None else expected)
+    assert num_threads(5) == 5
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert num_threads(None) == max(1, cores // 2)
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("ACCELERATE_USE_DEEPSPEED", "true", "accelerate launch with DeepSpeed "
+     "(ACCELERATE_USE_DEEPSPEED) is not supported by StackelbergPPOTrainer; allowed: "
+     "single-process or multi-process"),
+    ("ACCELERATE_USE_FSDP", "true", "accelerate launch with FSDP (ACCELERATE_USE_FSDP) is not "
+     "supported"),
+    ("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4", "accelerate launch "
+     "--gradient_accumulation_steps 4 is not used by StackelbergPPOTrainer; allowed: 1 there, "
+     "and gradient_accumulation_steps in the config (now 1)")])
+def test_launches_the_trainer_does_not_do_are_refused_in_one_line(tmp_path, variable, value,
+                                                                   message):
+    result = agentic_mac("train", "--output_dir", str(tmp_path / "run"), **{variable: value})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr

@@ -133,8 +133,8 @@ def test_reference_logprobs_reused_across_ppo_passes_change_no_metric(tiny, monk
     metrics = []
     for reuse in (True, False):
         if not reuse:  # no cache: the reference forward runs on every pass, as before
-            monkeypatch.setattr(update, "reference_logprobs",
-                                lambda *a: original(*a[:-1], None))
+            monkeypatch.setattr(update, "reference_logprobs",  # cache (argument 9) off
+                                lambda *a: original(*a[:9], None, *a[10:]))
         policy = make_policy(path)
         optimizer = torch.optim.AdamW(policy.role_parameters("follower"), lr=1e-3)
         metrics.append(ppo_update(policy, "follower", follower, optimizer, config,

@@ -40,6 +40,7 @@ from trainers.pag.sampler import replay_masks, token_logprobs
 from trainers.policy.encoding import left_pad
 from trainers.policy.models import StackelbergPolicy
 from trainers.runs.hub import MODEL_CARD, TRAINER_CONFIG, policy_files
+from trainers.runs.run_dir import finite
 from trainers.stackelberg.config import StackelbergPPOConfig
 from trainers.stackelberg.trainer import StackelbergPPOTrainer
 from trainers.stackelberg.update import _right_pad, minibatch_losses, ppo_update
@@ -251,7 +252,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_path, tmp_path):
     # A half-written checkpoint further on must never be resumed from.
     half = b / ".tmp-checkpoint-3"
     half.mkdir(exist_ok=True)
-    (half / "trainer_state.pt").write_bytes(b"half-written")
+    (half / "trainer_state.json").write_bytes(b"half-written")
 
     resume_b = write_yaml(tmp_path / "b-resume.yaml", {**config, "output_dir": str(b),
                                                        "resume_from_checkpoint": True})
@@ -426,12 +427,16 @@ def test_metrics_files_and_checkpoint_layout(tiny_path, tmp_path):
         assert all(float(row[k]) == pytest.approx(v, nan_ok=True) for k, v in record.items())
     assert checkpoints(tmp_path) == ["checkpoint-2"]  # save_total_limit = 1 pruned epoch 1
     checkpoint = tmp_path / "checkpoint-2"
-    for name in (*policy_files(), "trainer_state.pt", "rng_state_0.json", "checkpoint.json"):
+    for name in (*policy_files(), "trainer_state.json", "optimizer.pt", "rng_state_0.json",
+                 "checkpoint.json"):
         assert (checkpoint / name).is_file(), name
     assert not list(tmp_path.glob(".tmp-*"))
-    state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
-    assert state["epoch"] == 2 and state["history"] == history
-    assert set(state["optimizers"]) == set(state["schedulers"]) == set(ROLES)
+    state = json.loads((checkpoint / "trainer_state.json").read_text())  # readable, no NaN
+    assert state["epoch"] == 2 and state["history"] == [finite(r) for r in history]
+    assert set(state["schedulers"]) == set(ROLES)
+    assert set(torch.load(checkpoint / "optimizer.pt", weights_only=True)["optimizers"]) == set(
+        ROLES)
+    assert (tmp_path / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     heads = load_file(checkpoint / "value_heads.safetensors")
     assert all(torch.equal(heads[k], v.cpu())
                for k, v in trainer.policy.value_heads.state_dict().items())

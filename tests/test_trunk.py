@@ -8,6 +8,8 @@ with the shared prefix on and off, with and without gradient checkpointing, with
 prefix cache on and off, and with the states recomputed when the budget keeps none.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -242,3 +244,45 @@ def test_top_layer_adapters_reload_with_their_k_and_old_ones_with_all_layers(sav
     with pytest.raises(ValueError, match="trainable_layers = 0, but this run has "
                                          "trainable_layers = 1"):
         top.load_adapter_weights(tmp_path / "all")
+
+
+@pytest.mark.parametrize("k", [0, TOP])
+def test_the_allowed_vocabulary_head_gives_the_full_heads_update(deep, k):
+    """allowed_vocab_head: the LM head on the minibatch's allowed tokens only (U of V) gives
+    the full head's losses and gradients; the masked distributions are the same."""
+    from trainers.stackelberg.update import allowed_vocab
+
+    path, tokenizer = deep
+    config = StackelbergPPOConfig(
+        scenario={"cell": {"ue_counts": [3, 5, 11], "n_rbgs": 2, "episode_ttis": 2}},
+        n_envs=3, episodes_per_epoch=3, minibatch_size=64, temperature_start=0.7,
+        trainable_layers=k)
+    policy = make_policy(path, k=k).train()
+    worker = RolloutWorker(policy, tokenizer, PromptEncoder(tokenizer), config)
+    leader, follower, _ = worker.collect(0)
+    policy.ppo_mode()
+    eos = pad = tokenizer.eos_token_id
+    for role, d in (("leader", leader), ("follower", follower)):
+        rows = np.arange(len(d))
+        out = {}
+        for allowed in (False, True):
+            policy.zero_grad(set_to_none=True)
+            c = dataclasses.replace(config, allowed_vocab_head=allowed)
+            losses = minibatch_losses(policy, role, d, rows, c, eos, pad, {})
+            losses["loss"].backward()
+            grads = {n: p.grad.clone() for n, p in policy.named_parameters()
+                     if p.grad is not None}
+            out[allowed] = {k: float(v.detach()) for k, v in losses.items()}, grads
+        (full, grads), (scored, grads_s) = out[False], out[True]
+        for key in full:
+            assert scored[key] == pytest.approx(full[key], abs=1e-5), (role, key)
+        for name, grad in grads.items():
+            scale = grad.abs().max().clamp(min=1e-12)
+            assert (grads_s[name] - grad).abs().max() / scale < 1e-4, name
+    masks = torch.zeros(2, 3, 50, dtype=torch.bool)
+    masks[0, :, [4, 9]] = True
+    masks[1, :, [9, 30]] = True
+    tokens = torch.tensor([[4, 9, 9], [30, 9, 30]])
+    ids, sub, sub_tokens = allowed_vocab(masks, tokens)
+    assert ids.tolist() == [4, 9, 30] and sub.shape == (2, 3, 3)
+    assert ids[sub_tokens].tolist() == tokens.tolist()

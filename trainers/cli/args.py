@@ -238,10 +238,15 @@ def _tracker_available(name: str) -> bool:
 
 
 def num_threads(requested: int | None) -> int:
-    """Torch CPU threads for this process: ``requested``, or the cores this process may use
-    divided among the processes of this machine (``accelerate launch`` sets LOCAL_WORLD_SIZE)."""
+    """Torch CPU threads for this process: ``requested``; else ``OMP_NUM_THREADS`` when set (as
+    torch itself reads it; note that ``accelerate launch`` sets it to 1 unless given
+    ``--num_cpu_threads_per_process``); else the cores this process may use divided among the
+    processes of this machine (LOCAL_WORLD_SIZE)."""
     if requested is not None:
         return requested
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:
+        return int(omp)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, (cores or 1) // max(local, 1))

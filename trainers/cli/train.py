@@ -52,6 +52,9 @@ def preflight(args: StackelbergPPOConfig, model_args: ModelConfig) -> str:
         raise CLIError("use_peft = False is not supported: the leader and the followers are two "
                        "LoRA adapters on one shared base model; allowed: true")
     check_trackers(args.report_to)
+    from trainers.stackelberg.trainer import check_accelerate_launch
+
+    check_accelerate_launch(args.gradient_accumulation_steps)
     check_output_dir_writable("output_dir", args.output_dir)
     checkpoint = check_run_dir("StackelbergPPOConfig", args)
     initial = args.init_adapters and check_policy_dir("StackelbergPPOConfig", "init_adapters",

@@ -177,6 +177,33 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+LEARNING_CURVE = (("leader utility", ("leader_utility",)),
+                  ("throughput (Mbps per UE)", ("throughput_mbps",)),
+                  ("Jain fairness", ("fairness",)),
+                  ("KL to the reference (per decision)", ("leader/kl_loss", "follower/kl_loss")),
+                  ("explained variance", ("leader/explained_variance",
+                                          "follower/explained_variance")))
+
+
+def plot_learning_curve(history: Sequence[Mapping], path: str | Path) -> Path:
+    """One run's epochs (its ``metrics.jsonl`` records): leader utility, throughput, JFI, each
+    role's KL to the reference and its critic's explained variance, one panel each."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(LEARNING_CURVE), figsize=(3.6 * len(LEARNING_CURVE), 3.2))
+    for ax, (title, keys) in zip(axes, LEARNING_CURVE, strict=True):
+        for key in keys:
+            points = [(r["epoch"], r[key]) for r in history
+                      if r.get(key) is not None and not math.isnan(r[key])]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker=".", label=key.split("/")[0])
+        if len(keys) > 1:
+            ax.legend(fontsize=7)
+        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    return _save(plt, fig, path)
+
+
 def plot_training(runs: Mapping[str, str | Path], path: str | Path) -> Path:
     """Learning curves of one or more runs: each key of TRAINING_KEYS the runs logged."""
     plt = _pyplot()

@@ -393,13 +393,15 @@ class StackelbergPolicy(nn.Module):
             return self.value_heads[role](hidden.float()).squeeze(-1)
 
     def _forward(self, input_ids, attention_mask, action_tokens, action_lengths,
-                 prefix_lengths=None, trunk=None):
+                 prefix_lengths=None, trunk=None, vocab_ids=None):
         """Logits (B, T, V) fp32 and the last prompt token's final hidden state (B, H); with
         ``prefix_lengths`` each distinct meta-prompt runs once (:func:`action_inputs`); with
-        ``trunk`` (each row's boundary states) only the layers above the trunk run."""
-        if trunk is not None and self.boundary:
-            return self._forward_top(input_ids, attention_mask, action_tokens, action_lengths,
-                                     prefix_lengths, trunk)
+        ``trunk`` (each row's boundary states) only the layers above the trunk run; with
+        ``vocab_ids`` (U,) the LM head scores those tokens only: logits (B, T, U)."""
+        if (trunk is not None and self.boundary) or vocab_ids is not None:
+            return self._forward_hidden(input_ids, attention_mask, action_tokens, action_lengths,
+                                        prefix_lengths, trunk if self.boundary else None,
+                                        vocab_ids)
         steps = action_tokens.shape[1]
         with keep_cache_under_checkpointing(self.peft_model, prefix_lengths is not None) as keeps:
             ids, mask, position, past, _ = action_inputs(
@@ -411,21 +413,32 @@ class StackelbergPolicy(nn.Module):
                                       **cache_kwargs(self.peft_model, past))
         return out.logits[:, :steps].float(), hidden[0]  # (B, T, V): P-1+t predicts token t
 
-    def _forward_top(self, input_ids, attention_mask, action_tokens, action_lengths,
-                     prefix_lengths, trunk):
-        """:meth:`_forward` on the frozen trunk's states: layers [boundary, L), the final norm
-        and the LM head on the T scored positions only."""
+    def _forward_hidden(self, input_ids, attention_mask, action_tokens, action_lengths,
+                        prefix_lengths, trunk, vocab_ids):
+        """:meth:`_forward` through the decoder itself: on the frozen trunk's states (layers
+        [boundary, L) only) when ``trunk`` is given, the final norm, and the LM head on the T
+        scored positions (and the ``vocab_ids`` tokens) only."""
         decoder, steps = self._decoder(), action_tokens.shape[1]
+        window = slice(self.boundary if trunk is not None else 0, len(decoder_layers(decoder)))
         with keep_cache_under_checkpointing(self.peft_model, prefix_lengths is not None) as keeps:
-            _, mask, position, past, embeds = action_inputs(
+            ids, mask, position, past, embeds = action_inputs(
                 decoder, input_ids, attention_mask, action_tokens, action_lengths,
-                prefix_lengths if keeps else None, trunk=trunk, boundary=self.boundary)
-            with run_layers(decoder, slice(self.boundary, len(decoder_layers(decoder)))):
-                hidden = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=position,
+                prefix_lengths if keeps else None, trunk=trunk,
+                boundary=window.start)
+            inputs = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds}
+            with run_layers(decoder, window):
+                hidden = decoder(**inputs, attention_mask=mask, position_ids=position,
                                  use_cache=False, **cache_kwargs(decoder, past)).last_hidden_state
-        head = self.peft_model.get_base_model().get_output_embeddings()
-        logits = head(hidden[:, -steps - 1:-1])  # (B, T, V): P-1+t predicts token t
+        logits = self._lm_head(hidden[:, -steps - 1:-1], vocab_ids)  # P-1+t predicts token t
         return logits.float(), hidden[:, -steps - 1]
+
+    def _lm_head(self, hidden: torch.Tensor, vocab_ids: torch.Tensor | None) -> torch.Tensor:
+        """Logits (..., V) of ``hidden`` (..., H), or (..., U) of the tokens ``vocab_ids``."""
+        head = self.peft_model.get_base_model().get_output_embeddings()
+        if vocab_ids is None:
+            return head(hidden)
+        bias = None if getattr(head, "bias", None) is None else head.bias[vocab_ids]
+        return torch.nn.functional.linear(hidden, head.weight[vocab_ids], bias)
 
     @torch.no_grad()
     def trunk_rows(self, rows: Sequence[int | None], prompts: Sequence[Sequence[int]],
@@ -449,6 +462,7 @@ class StackelbergPolicy(nn.Module):
                         action_tokens: torch.Tensor, action_lengths: torch.Tensor,
                         prefix_lengths: Sequence[int] | None = None,
                         trunk: list[torch.Tensor] | None = None,
+                        vocab_ids: torch.Tensor | None = None,
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits (B, T, V) fp32, values (B,) fp32)`` of ``role`` in one forward.
 
@@ -460,11 +474,13 @@ class StackelbergPolicy(nn.Module):
         meta-prompt (:func:`~trainers.policy.prefix_cache.action_inputs`); None = every row in
         full. ``trunk`` (B,) of (P_b + n_b - 1, H): the rows' frozen-trunk states
         (:meth:`trunk_rows`), on which only the top ``trainable_layers`` run (the same
-        log-probs and values up to summation order); None = the whole model.
+        log-probs and values up to summation order); None = the whole model. ``vocab_ids``
+        (U,) sorted token ids: the LM head scores those only, logits (B, T, U) - all a masked
+        distribution needs when they hold every allowed token (eq. 13: the rest are -inf).
         """
         self.set_role(role)
         logits, hidden = self._forward(input_ids, attention_mask, action_tokens, action_lengths,
-                                       prefix_lengths, trunk)
+                                       prefix_lengths, trunk, vocab_ids)
         if logits.requires_grad and (
                 self.peft_model.get_base_model().is_activation_checkpointing):
             for tensor in (logits, hidden):  # their grads come before any layer's recompute
@@ -482,16 +498,17 @@ class StackelbergPolicy(nn.Module):
     def reference_logits(self, role: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                          action_tokens: torch.Tensor, action_lengths: torch.Tensor,
                          prefix_lengths: Sequence[int] | None = None,
-                         trunk: list[torch.Tensor] | None = None) -> torch.Tensor:
+                         trunk: list[torch.Tensor] | None = None,
+                         vocab_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) fp32 of ``role``'s KL reference: the base with every adapter
         disabled, the same model for both roles (or ``role``'s frozen copy after
         :meth:`freeze_reference`) (``role`` keeps call sites symmetric);
-        ``prefix_lengths`` and ``trunk`` as in :meth:`forward_actions` (the trunk has no adapter:
-        the same states serve the reference)."""
+        ``prefix_lengths``, ``trunk`` and ``vocab_ids`` as in :meth:`forward_actions` (the trunk
+        has no adapter: the same states serve the reference)."""
         if role not in ROLES:
             raise ValueError(f"role = {role!r} is invalid; allowed: one of {list(ROLES)}")
         inputs = (input_ids, attention_mask, action_tokens, action_lengths, prefix_lengths,
-                  trunk)
+                  trunk, vocab_ids)
         try:
             if self.has_frozen_reference:  # kl_reference: start
                 self.peft_model.set_adapter(reference_adapter(role))

@@ -46,14 +46,15 @@ class StackelbergPPOConfig:
     the model itself (checkpoint, dtype, LoRA, 4-bit) is TRL's ``ModelConfig``.
 
     Parameters that control the game and the text layer:
-        scenario, history_ttis, use_chat_template, pag_backend, follower_policy, legacy_ues,
-        legacy_policy
+        scenario, history_ttis, prompt_format, use_chat_template, pag_backend, follower_policy,
+        legacy_ues, legacy_policy
     Parameters that control the rollout:
         n_envs, prefix_cache, trainable_layers, trunk_cache_gib, trunk_overflow,
         episodes_per_epoch, total_epochs, temperature_start, temperature_end
     Parameters of PPO, shared by both roles (design §6, eqs. 8-10):
         gamma, gae_lambda, clip_range, value_clip_range, vf_coef, ent_coef, kl_coef,
-        max_grad_norm, minibatch_size, normalize_advantages, weight_decay, warmup_epochs
+        max_grad_norm, minibatch_size, normalize_advantages, weight_decay, lr_scheduler_type,
+        warmup_ratio, shared_prefix_update, group_by_prefix, allowed_vocab_head
     Parameters per role (two-timescale Stackelberg learning):
         leader_learning_rate, follower_learning_rate, leader_ppo_epochs, follower_ppo_epochs,
         value_head_hidden
@@ -74,6 +75,11 @@ class StackelbergPPOConfig:
         "channel, reward; None = design defaults (train I ~ U{3, 4, 5}, N = 4, T = 50).",
         default=None)
     history_ttis: int = _help("k: TTIs of history in every prompt (design §4).", default=0)
+    prompt_format: int = _help(
+        "Prompt format version, saved with the adapters (design §4.4): 2 = every follower "
+        "prompt starts with the same meta-prompt and names the UE in its observation (one "
+        "shared prefix for all UEs); 1 = the UE's number in its meta-prompt (runs saved "
+        "before the field existed play as 1).", default=2)
     use_chat_template: bool = _help(
         "Render prompts with the tokenizer's chat template when it has one.", default=True)
     pag_backend: Literal["llguidance", "regex", "none"] = _help(
@@ -101,6 +107,11 @@ class StackelbergPPOConfig:
         "from its observation and action tokens; False = every decision's prompt in full "
         "(the same log-probs, values and gradients up to summation order; slower, more memory).",
         default=True)
+    allowed_vocab_head: bool = _help(
+        "In the PPO update and the KL reference pass, run the LM head on the tokens some "
+        "position of the minibatch allows (PAG, eq. 13) only, not on the whole vocabulary: the "
+        "same masked log-probs, entropies and gradients up to summation order; False = the "
+        "full head (bit-identical to the update before this field).", default=True)
     group_by_prefix: bool = _help(
         "Sort each PPO pass's shuffled decisions by meta-prompt and prompt length before cutting "
         "minibatches (as transformers' group_by_length), then shuffle the minibatches: fewer "
@@ -148,7 +159,12 @@ class StackelbergPPOConfig:
     minibatch_size: int = _help("Decisions per PPO minibatch (per process).", default=64)
     normalize_advantages: bool = _help("Normalise advantages per minibatch.", default=True)
     weight_decay: float = _help("AdamW weight decay.", default=0.0)
-    warmup_epochs: int = _help("Linear LR warm-up epochs before the cosine decay.", default=0)
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = _help(
+        "transformers' get_scheduler of both roles' LRs, stepped once per epoch.",
+        default="cosine")
+    warmup_ratio: float = _help(
+        "Share of total_epochs with a linear LR warm-up (rounded up to whole epochs).",
+        default=0.0)
 
     # ---------------------------------------------------------- two-timescale, per role
     leader_learning_rate: float = _help(
@@ -232,9 +248,15 @@ class StackelbergPPOConfig:
             _fail("legacy_policy", self.legacy_policy, f"one of {sorted(FOLLOWERS)}")
         if self.expert_leader not in ("max_weight", "round_robin"):
             _fail("expert_leader", self.expert_leader, "'max_weight' or 'round_robin'")
-        for name in ("prefix_cache", "shared_prefix_update", "group_by_prefix"):
+        for name in ("prefix_cache", "shared_prefix_update", "group_by_prefix",
+                     "allowed_vocab_head"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "True or False")
+        from trainers.ppo import SCHEDULERS
+
+        if self.lr_scheduler_type not in SCHEDULERS:
+            _fail("lr_scheduler_type", self.lr_scheduler_type, f"one of {list(SCHEDULERS)}")
+        check_real_in(OWNER, "warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         if self.trunk_overflow not in ("recompute", "offload"):
             _fail("trunk_overflow", self.trunk_overflow, "'recompute' or 'offload'")
         if self.kl_reference not in ("base", "start"):
@@ -248,7 +270,7 @@ class StackelbergPPOConfig:
             check_int_at_least(OWNER, name, getattr(self, name), 1)
         for name in ("total_epochs", "history_ttis", "legacy_ues", "trainable_layers",
                      "critic_warmup_episodes", "critic_warmup_steps",
-                     "warmup_epochs", "eval_every", "save_every",
+                     "eval_every", "save_every",
                      "expert_agreement_episodes", "expert_agreement_ttis"):
             check_int_at_least(OWNER, name, getattr(self, name), 0)
         if self.num_threads is not None:
@@ -289,7 +311,7 @@ class StackelbergPPOConfig:
         return ScenarioConfig.from_dict(self.scenario)
 
     def text_config(self) -> TextConfig:
-        return TextConfig(history_ttis=self.history_ttis)
+        return TextConfig(history_ttis=self.history_ttis, prompt_format=self.prompt_format)
 
     def temperature(self, epoch: int) -> float:
         """Linear decay from temperature_start (epoch 0) to temperature_end (last epoch)."""
@@ -305,6 +327,10 @@ class StackelbergPPOConfig:
         if role == "follower" and self.expert_follower_sft_epochs is not None:
             return self.expert_follower_sft_epochs
         return self.expert_sft_epochs
+
+    def warmup_steps(self) -> int:
+        """Warm-up epochs of the LR schedule: ``ceil(warmup_ratio * total_epochs)``."""
+        return math.ceil(self.warmup_ratio * self.total_epochs)
 
     def ppo_epochs(self, role: str) -> int:
         return {"leader": self.leader_ppo_epochs, "follower": self.follower_ppo_epochs}[role]

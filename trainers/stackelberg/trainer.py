@@ -26,21 +26,21 @@ from grammars import ROLES
 from textgame.metrics import summarize
 from trainers.policy.chat import chat_render
 from trainers.policy.encoding import PromptEncoder
-from trainers.ppo import cosine_lr_scheduler
+from trainers.ppo import lr_scheduler
 from trainers.runs.hub import download, write_trainer_config
 from trainers.runs.run_dir import (
     CHECKPOINT_PREFIX,
     TMP_PREFIX,
-    TRAINER_STATE,
     begin_checkpoint,
     clear_run,
     finish_checkpoint,
     latest_complete_checkpoint,
     list_checkpoints,
     load_json,
-    load_state,
+    load_trainer_state,
     rng_state,
     save_json,
+    save_trainer_state,
     set_rng_state,
     start_run,
     write_metrics,
@@ -50,10 +50,35 @@ from trainers.stackelberg.rollout import RolloutWorker
 from trainers.stackelberg.update import ppo_update
 
 EXPERT_SEEDING, SEEDED, TRACKER_PROJECT = "expert-seeding", "seeded", "agentic-mac"
-CRITIC_WARMUP = "critic-warmup.json"
-RUN_EXTRAS = (EXPERT_SEEDING, SEEDED, TRACKER_PROJECT, CRITIC_WARMUP)  # besides run_dir's
+CRITIC_WARMUP, LEARNING_CURVE = "critic-warmup.json", "learning_curve.png"
+RUN_EXTRAS = (EXPERT_SEEDING, SEEDED, TRACKER_PROJECT, CRITIC_WARMUP,
+              LEARNING_CURVE)  # output_dir entries besides run_dir's
 HEADLINE = ("throughput_mbps", "fairness", "collision_rate", "invalid_action_rate",
             "leader_utility", "follower_utility")
+
+
+UNSUPPORTED_LAUNCHES = {"ACCELERATE_USE_DEEPSPEED": "DeepSpeed", "ACCELERATE_USE_FSDP": "FSDP",
+                        "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM"}
+
+
+def check_accelerate_launch(gradient_accumulation_steps: int) -> None:
+    """Refuse what this trainer does not do under ``accelerate launch`` (ConfigError, one line):
+    DeepSpeed, FSDP and Megatron-LM (the two adapters and value heads are updated by hand per
+    role; only data parallelism over processes is supported), and gradient accumulation from the
+    launcher besides the config's own (the loss would be divided twice)."""
+    from textgame.config import ConfigError
+
+    for variable, name in UNSUPPORTED_LAUNCHES.items():
+        if os.environ.get(variable, "").lower() in ("true", "1"):
+            raise ConfigError(f"accelerate launch with {name} ({variable}) is not supported by "
+                              "StackelbergPPOTrainer; allowed: single-process or multi-process "
+                              "data parallel launches (--multi_gpu, CPU processes)")
+    launcher = os.environ.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "1").strip()
+    if launcher not in ("", "1"):
+        raise ConfigError(f"accelerate launch --gradient_accumulation_steps {launcher} is not "
+                          "used by StackelbergPPOTrainer; allowed: 1 there, and "
+                          "gradient_accumulation_steps in the config (now "
+                          f"{gradient_accumulation_steps})")
 
 
 class StackelbergPPOTrainer:
@@ -64,16 +89,18 @@ class StackelbergPPOTrainer:
         self.args = args = args or StackelbergPPOConfig()
         self.policy, self.tokenizer = model, processing_class
         self.base_model_name = base_model_name
+        check_accelerate_launch(args.gradient_accumulation_steps)
         self.accelerator = accelerator or Accelerator(
             mixed_precision=args.mixed_precision, log_with=args.report_to or None,
             project_dir=args.output_dir)
         self.output_dir = Path(args.output_dir)
         self.policy.to(self.accelerator.device)
-        self.optimizers = {role: torch.optim.AdamW(
+        self.optimizers = {role: self.accelerator.prepare_optimizer(torch.optim.AdamW(
             self.policy.role_parameters(role), lr=args.learning_rate(role),
-            weight_decay=args.weight_decay) for role in ROLES}
-        self.schedulers = {role: cosine_lr_scheduler(self.optimizers[role], args.total_epochs,
-                                                     args.warmup_epochs) for role in ROLES}
+            weight_decay=args.weight_decay)) for role in ROLES}  # fp16: scaled, unscaled
+        self.schedulers = {role: lr_scheduler(self.optimizers[role], args.lr_scheduler_type,
+                                              args.total_epochs, args.warmup_steps())
+                           for role in ROLES}
         render = chat_render(processing_class) if args.use_chat_template else None
         self.worker = RolloutWorker(self.policy, processing_class,
                                     PromptEncoder(processing_class), args, render,
@@ -110,6 +137,10 @@ class StackelbergPPOTrainer:
                 self.save_checkpoint()
         if not args.save_every or self.epoch % args.save_every:
             self.save_checkpoint()
+        if self.history and acc.is_main_process:
+            from trainers.evaluation.report import plot_learning_curve
+
+            plot_learning_curve(self.history, self.output_dir / LEARNING_CURVE)
         if args.report_to:
             acc.end_training()
         return self.history
@@ -255,10 +286,7 @@ class StackelbergPPOTrainer:
             tmp = begin_checkpoint(self.output_dir, self.epoch)
             self.policy.save_adapters(tmp)
             self.policy.save_reference(tmp)
-            state = {"epoch": self.epoch, "history": self.history,
-                     "optimizers": {r: o.state_dict() for r, o in self.optimizers.items()},
-                     "schedulers": {r: s.state_dict() for r, s in self.schedulers.items()}}
-            torch.save(state, tmp / TRAINER_STATE)
+            save_trainer_state(tmp, self.epoch, self.history, self.optimizers, self.schedulers)
         acc.wait_for_everyone()
         tmp = self.output_dir / f"{TMP_PREFIX}{CHECKPOINT_PREFIX}{self.epoch}"
         save_json(tmp / f"rng_state_{acc.process_index}.json",
@@ -275,7 +303,7 @@ class StackelbergPPOTrainer:
         self.policy.load_adapter_weights(path)
         if self.args.kl_reference == "start":
             self.policy.freeze_reference(path)
-        state = load_state(path / TRAINER_STATE)
+        state = load_trainer_state(path)
         self.epoch, self.history = state["epoch"], state["history"]
         for role in ROLES:
             self.optimizers[role].load_state_dict(state["optimizers"][role])

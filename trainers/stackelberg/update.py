@@ -50,26 +50,40 @@ def average_gradients(params: list[torch.nn.Parameter], accelerator) -> None:
         offset += g.numel()
 
 
+def allowed_vocab(masks: torch.Tensor, tokens: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tokens any position of a minibatch allows, ``(ids (U,), masks (b, T, U), tokens
+    (b, T) as indices into ids)``: the masked distributions (eq. 13) over V and over these U
+    are the same, so the LM head needs only U of its V rows (U is tens, V tens of thousands)."""
+    ids = masks.flatten(0, -2).any(0).nonzero().squeeze(-1)  # (U,) sorted
+    return ids, masks[..., ids], torch.searchsorted(ids, tokens)
+
+
 def reference_logprobs(policy, role: str, d: Decisions, rows: np.ndarray, input_ids,
                        attention_mask, tokens, lengths, masks, cache: dict | None,
                        prefix: list[int] | None = None,
-                       trunk: list[torch.Tensor] | None = None) -> torch.Tensor:
+                       trunk: list[torch.Tensor] | None = None,
+                       vocab: tuple | None = None) -> torch.Tensor:
     """(b, T) masked token log-probs of the decisions under the reference (adapters off).
 
     The reference and the decisions are fixed for the whole update, so with ``cache`` (decision
     -> its log-probs) each decision's reference forward runs once, not once per PPO pass.
     ``prefix``: the rows' meta-prompt lengths, shared as in the policy forward (or None);
-    ``trunk``: the rows' frozen-trunk states, as there.
+    ``trunk``: the rows' frozen-trunk states, as there; ``vocab``: :func:`allowed_vocab`'s
+    ``(ids, masks, tokens)`` of the rows (``masks``/``tokens`` then over U, not V).
     """
     new = [k for k, i in enumerate(rows) if cache is None or int(i) not in cache]
     sizes = lengths.tolist()  # one transfer
     if new:
         pick = torch.tensor(new, device=input_ids.device)
+        vocab_ids, scored_masks, scored_tokens = vocab or (None, masks, tokens)
         ref_logits = policy.reference_logits(role, input_ids[pick], attention_mask[pick],
                                              tokens[pick], lengths[pick],
                                              None if prefix is None else [prefix[k] for k in new],
-                                             None if trunk is None else [trunk[k] for k in new])
-        ref = token_logprobs(ref_logits, masks[pick], tokens[pick], d.temperature)  # (n, T)
+                                             None if trunk is None else [trunk[k] for k in new],
+                                             vocab_ids)
+        ref = token_logprobs(ref_logits, scored_masks[pick], scored_tokens[pick],
+                             d.temperature)  # (n, T)
         if cache is None:
             return ref
         for k, row in zip(new, ref, strict=True):
@@ -118,13 +132,15 @@ def minibatch_losses(policy, role: str, d: Decisions, rows: np.ndarray, config,
     prefix = shared_prefixes(d, rows, config)
     trunk = policy.trunk_rows([d.trunk_ids[i] for i in rows], [d.prompts[i] for i in rows],
                               [d.tokens[i] for i in rows]) if d.trunk_ids else None
+    vocab = allowed_vocab(masks, tokens) if config.allowed_vocab_head else None
+    vocab_ids, scored_masks, scored_tokens = vocab or (None, masks, tokens)
     logits, values = policy.forward_actions(role, input_ids, attention_mask, tokens, lengths,
-                                            prefix, trunk)
-    token_logp = token_logprobs(logits, masks, tokens, d.temperature) * valid  # (b, T)
-    entropy = (masked_entropy(logits, masks, d.temperature) * valid).sum(-1)  # (b,)
+                                            prefix, trunk, vocab_ids)  # (b, T, U or V)
+    token_logp = token_logprobs(logits, scored_masks, scored_tokens, d.temperature) * valid
+    entropy = (masked_entropy(logits, scored_masks, d.temperature) * valid).sum(-1)  # (b,)
     if config.kl_coef > 0:
         ref_logp = reference_logprobs(policy, role, d, rows, input_ids, attention_mask, tokens,
-                                      lengths, masks, ref_cache, prefix, trunk)
+                                      lengths, masks, ref_cache, prefix, trunk, vocab)
         kl = kl_to_reference(token_logp, ref_logp, valid)  # (b,)
     else:
         kl = torch.zeros(len(rows), device=device)
@@ -158,7 +174,9 @@ def ppo_update(policy, role: str, d: Decisions, optimizer, config, accelerator,
             accelerator.backward(out["loss"] * scale)
             if (k + 1) % config.gradient_accumulation_steps == 0 or k == count - 1:
                 average_gradients(params, accelerator)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                # accelerate's clip unscales fp16 gradients first; the prepared optimizer steps
+                # through the GradScaler (skipping a step with inf/NaN gradients) and updates it
+                grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 totals["grad_norm"] = totals.get("grad_norm", 0.0) + float(grad_norm)
