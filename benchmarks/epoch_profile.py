@@ -115,6 +115,7 @@ class EpochProfile:
         self._wrap_generate(policy)
         self._wrap_split(policy.prefix_cache)
         for optimizer in trainer.optimizers.values():
+            optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
             optimizer.register_step_pre_hook(lambda *a: self._start("optimizer"))
             optimizer.register_step_post_hook(lambda *a: self._stop("optimizer"))
         import trainers.stackelberg.update as update  # the update replays masks by name

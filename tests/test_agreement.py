@@ -39,8 +39,8 @@ def tokenizer(tiny_path):
 def stand_in(leader_dcm, follower_bits):
     """A ``_greedy_texts`` whose leader answers ``leader_dcm(env)`` (B, N) and whose followers
     answer ``follower_bits(env)`` (B, I_max, N) with UCM 0."""
-    def texts(policy, encoder, env: TextStackelbergEnv, role, prompts, grammars):
-        assert len(grammars) == len(prompts)
+    def texts(decider, env: TextStackelbergEnv, role, prompts, n_ues):
+        assert len(n_ues) == len(prompts)
         if role == "leader":
             return env.leader_texts(leader_dcm(env))
         bits = follower_bits(env)

@@ -125,7 +125,8 @@ def epoch(tiny_path, tokenizer):
     """One epoch's decisions of both roles, I in {3, 5, 11} (several meta-prompt lengths)."""
     config = StackelbergPPOConfig(
         scenario={"cell": {"ue_counts": [3, 5, 11], "n_rbgs": 2, "episode_ttis": 2}},
-        n_envs=3, episodes_per_epoch=3, minibatch_size=64, temperature_start=0.7)
+        n_envs=3, episodes_per_epoch=3, minibatch_size=64, temperature_start=0.7,
+        prompt_format=1)  # format 1: a follower meta-prompt per UE number, several lengths
     worker = RolloutWorker(make_policy(tiny_path), tokenizer, PromptEncoder(tokenizer), config)
     leader, follower, _ = worker.collect(0)
     return config, {"leader": leader, "follower": follower}

@@ -327,3 +327,29 @@ def test_lenient_reading_never_raises(text, n_rbgs, n):
         assert not dcm.any()
     if invalid_follower:
         assert not bitmap.any() and ucm == 0
+
+
+def test_prompt_format_2_gives_every_follower_one_meta_prompt_and_old_runs_play_format_1():
+    from textgame.config import ScenarioConfig
+    from textgame.text_env import TextStackelbergEnv
+    from trainers.policy.scheduler import trained_config
+    from trainers.stackelberg.config import StackelbergPPOConfig
+
+    scenario = ScenarioConfig.from_dict({"cell": {"ue_counts": [3], "n_rbgs": 2,
+                                                  "episode_ttis": 2}})
+    systems = {}
+    for fmt in (1, 2):
+        env = TextStackelbergEnv(scenario, 1, TextConfig(prompt_format=fmt))
+        env.reset(0)
+        prompts = env.step_leader(["1 2"])
+        observation = "\n".join(prompts[0].splitlines()[3:])  # after the 3-line meta-prompt
+        systems[fmt] = {"\n".join(p.splitlines()[:3]) for p in prompts}
+        assert observation.startswith("UE1 TTI 0" if fmt == 2 else "TTI 0")
+    assert len(systems[1]) == 3 and len(systems[2]) == 1  # one meta-prompt for all UEs
+    assert next(iter(systems[2])).startswith("You are a UE in an uplink cell")
+    assert StackelbergPPOConfig().text_config().prompt_format == 2  # new runs
+    assert trained_config({"history_ttis": 1}).prompt_format == 1  # saved before the field
+    assert trained_config({"prompt_format": 2}).prompt_format == 2
+    with pytest.raises(ValueError, match=r"TextConfig.prompt_format = 3 is invalid; allowed: "
+                                         r"one of \[1, 2\]"):
+        TextConfig(prompt_format=3)
