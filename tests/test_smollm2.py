@@ -176,9 +176,14 @@ def test_pag_compiles_for_every_cell_and_every_sample_parses(smollm2, tokenizer)
 
 
 # ------------------------------------------------------------------------------------ PPO
-def test_first_ppo_ratio_is_one_for_both_roles(smollm2, tmp_path):
-    trainer = make_trainer(smollm2, tmp_path, temperature_start=0.7)
+@pytest.mark.parametrize("k", [0, 8])
+def test_first_ppo_ratio_is_one_for_both_roles(smollm2, tmp_path, k):
+    """k = 8: the update runs the top 8 of the 30 layers on the trunk states kept while
+    sampling (design §6.10), and the ratio is 1 as with the whole model."""
+    trainer = make_trainer(smollm2, tmp_path, temperature_start=0.7, trainable_layers=k)
     leader, follower, _ = trainer.worker.collect(0)
+    assert trainer.policy.boundary == (22 if k else 0)
+    assert bool(leader.trunk_ids) == bool(k) and bool(follower.trunk_ids) == bool(k)
     trainer.policy.eval()
     for role, decisions in (("leader", leader), ("follower", follower)):
         assert decisions.temperature == 0.7 and len(decisions) > 0
