@@ -365,7 +365,12 @@ def main() -> None:
         print(json.dumps(measure(args, args.one[0], int(args.one[1]), bool(int(args.one[2])),
                                  bool(int(args.one[3])), int(args.one[4]))))
         return
-    model_dir(args)  # build the model directory once, before the children read it
+    path, _ = model_dir(args)  # build the model directory once, before the children read it
+    layers = json.loads((path / "config.json").read_text())["num_hidden_layers"]
+    for k in args.trainable_layers:
+        if not 0 <= k <= layers:
+            p.error(f"--trainable-layers {k}: allowed: integers in [0, {layers}] (0 = all "
+                    f"{layers} layers of this model)")
     runs = []
     forwarded = [a for a in sys.argv[1:] if a != "--json"]
     for precision in args.precision:

@@ -199,3 +199,12 @@ def test_bench_train_runs_every_k_side_by_side_and_the_trunk_costs_fewer_flops(t
         assert run["decisions"] == 2 * 2 * (1 + 2)
     # the same decisions; the top layer alone runs in the update (one of the tiny model's two)
     assert top["update_gflops"] < 0.75 * every["update_gflops"]
+
+
+def test_bench_train_refuses_a_k_the_model_does_not_have(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--spec", "tiny",
+           "--cache-dir", str(tmp_path), "--device", "cpu", "--trainable-layers", "0", "3"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].endswith(
+        "--trainable-layers 3: allowed: integers in [0, 2] (0 = all 2 layers of this model)")

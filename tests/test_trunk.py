@@ -286,3 +286,14 @@ def test_the_allowed_vocabulary_head_gives_the_full_heads_update(deep, k):
     ids, sub, sub_tokens = allowed_vocab(masks, tokens)
     assert ids.tolist() == [4, 9, 30] and sub.shape == (2, 3, 3)
     assert ids[sub_tokens].tolist() == tokens.tolist()
+
+
+def test_a_k_beyond_the_model_is_one_line_from_the_command(tmp_path):
+    from test_cli_errors import agentic_mac
+
+    out = agentic_mac("train", "--trainable_layers", "99", "--total_epochs", "0",
+                      "--output_dir", str(tmp_path / "run"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr  # after the model's build
+    assert out.stderr.strip().splitlines()[-1] == (
+        "agentic-mac train: error: StackelbergPPOConfig.trainable_layers = 99 is invalid; "
+        "allowed: an integer in [0, 2] (0 = all 2 layers of the model)")

@@ -41,8 +41,10 @@ def decoder_layers(decoder: nn.Module) -> nn.ModuleList:
 
 
 def check_trainable_layers(k: int, n_layers: int) -> None:
+    from textgame.config import ConfigError  # a ValueError the CLI prints as one line
+
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n_layers:
-        raise ValueError(f"StackelbergPPOConfig.trainable_layers = {k!r} is invalid; allowed: "
+        raise ConfigError(f"StackelbergPPOConfig.trainable_layers = {k!r} is invalid; allowed: "
                          f"an integer in [0, {n_layers}] (0 = all {n_layers} layers of the model)")
 
 
