@@ -53,6 +53,14 @@ def make_policy(path, k=TOP, checkpointing=False, budget_gib=2.0, **quantization
     return policy
 
 
+def epoch_config(k: int) -> StackelbergPPOConfig:
+    """One short epoch over I in {3, 5, 11} (several meta-prompt lengths) with k top layers."""
+    return StackelbergPPOConfig(
+        scenario={"cell": {"ue_counts": [3, 5, 11], "n_rbgs": 2, "episode_ttis": 2}},
+        n_envs=3, episodes_per_epoch=3, minibatch_size=64, temperature_start=0.7,
+        trainable_layers=k)
+
+
 def layer_calls(policy, index):
     """Records every forward of decoder layer ``index``."""
     seen = []
@@ -195,10 +203,7 @@ def test_past_the_budget_the_states_are_recomputed_equal(deep):
 
 def test_a_ppo_epoch_keeps_one_state_row_per_decision_and_starts_at_ratio_one(deep):
     path, tokenizer = deep
-    config = StackelbergPPOConfig(
-        scenario={"cell": {"ue_counts": [3, 5, 11], "n_rbgs": 2, "episode_ttis": 2}},
-        n_envs=3, episodes_per_epoch=3, minibatch_size=64, temperature_start=0.7,
-        trainable_layers=TOP)
+    config = epoch_config(TOP)
     policy = make_policy(path)
     worker = RolloutWorker(policy, tokenizer, PromptEncoder(tokenizer), config)
     leader, follower, _ = worker.collect(0)
@@ -253,10 +258,7 @@ def test_the_allowed_vocabulary_head_gives_the_full_heads_update(deep, k):
     from trainers.stackelberg.update import allowed_vocab
 
     path, tokenizer = deep
-    config = StackelbergPPOConfig(
-        scenario={"cell": {"ue_counts": [3, 5, 11], "n_rbgs": 2, "episode_ttis": 2}},
-        n_envs=3, episodes_per_epoch=3, minibatch_size=64, temperature_start=0.7,
-        trainable_layers=k)
+    config = epoch_config(k)
     policy = make_policy(path, k=k).train()
     worker = RolloutWorker(policy, tokenizer, PromptEncoder(tokenizer), config)
     leader, follower, _ = worker.collect(0)

@@ -20,10 +20,11 @@ from trainers.policy.encoding import PromptEncoder, meta_prompt_lines
 
 
 @dataclass
-class Decisions:
+class DecisionBatch:
     """One batch of decisions: the sample, the prompts' values and what PPO replays."""
 
     sample: ActionSample
+    grammars: list[ActionGrammar]  # (B,) each row's PAG
     values: torch.Tensor  # (B,) fp32
     input_ids: torch.Tensor  # (B, P) left-padded prompt ids
     attention_mask: torch.Tensor  # (B, P)
@@ -51,7 +52,7 @@ class Decider:
 
     def decide(self, role: str, prompts: list[str], n_ues: Sequence[int], builder, *,
                generator: torch.Generator, temperature: float = 1.0, greedy: bool = False,
-               trunk_out: list | None = None, hidden_out: list | None = None) -> Decisions:
+               trunk_out: list | None = None, hidden_out: list | None = None) -> DecisionBatch:
         """``role``'s actions for ``prompts`` (rendered by ``builder``, a
         :class:`textgame.prompts.PromptBuilder`) of cells with ``n_ues`` active UEs each.
         ``trunk_out`` and ``hidden_out`` as in
@@ -66,4 +67,4 @@ class Decider:
             temperature=temperature, greedy=greedy,
             prefix_lengths=prefix if self.prefix_cache else None, trunk_out=trunk_out,
             hidden_out=hidden_out)
-        return Decisions(sample, values, input_ids, attention_mask, prefix)
+        return DecisionBatch(sample, grammars, values, input_ids, attention_mask, prefix)

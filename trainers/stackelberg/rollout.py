@@ -108,7 +108,7 @@ class RolloutWorker:
         trace.prompts += _unpad(out.input_ids, out.attention_mask)
         trace.prefix_lengths += out.prefix_lengths or [0] * len(prompts)
         trace.tokens += [row[:n] for row, n in zip(sample.tokens.tolist(), lengths, strict=True)]
-        trace.grammars += self.decider.grammars(role, n_ues, self.n_rbgs, self.ucm_levels)
+        trace.grammars += out.grammars
         trace.logprobs += sample.action_logprob.float().tolist()
         trace.values += out.values.float().tolist()
         trace.rows += [(owner, tti) for owner in owners]
