@@ -311,6 +311,7 @@ def test_zero_epochs_evaluates_and_saves_the_starting_policy(tiny_path, tmp_path
     assert main(["--config", str(write_yaml(tmp_path / "zero.yaml", config))]) == 0
     out = capsys.readouterr().out
     assert "no PPO epochs (total_epochs = 0)" in out and "LLM (Stackelberg PPO)" in out
+    assert all(f"| {name} |" in out for name in ("S-ALOHA", "Round Robin", "Max-Weight"))
     for role in ROLES:
         name = f"{role}/adapter_model.safetensors"
         want, got = load_file(folder / name), load_file(tmp_path / "zero" / "final" / name)

@@ -34,7 +34,10 @@ from trainers.policy.trunk import check_saved_trainable_layers
 from trainers.stackelberg.config import StackelbergPPOConfig
 
 PROG = "agentic-mac train"
-BASELINES = {"S-ALOHA": ("idle", "s_aloha"), "Max-Weight": ("max_weight", "dictator")}
+# The main job's table: the random-access baseline, the expert the seeding imitates, and the
+# heuristic that sees every queue (leader, follower policy names of textgame.policies).
+BASELINES = {"S-ALOHA": ("idle", "s_aloha"), "Round Robin": ("round_robin", "dictator"),
+             "Max-Weight": ("max_weight", "dictator")}
 
 
 def parse_args(argv: Sequence[str] | None = None, prog: str = PROG
