@@ -20,6 +20,7 @@ generalisation mechanism of design §4); a follower text holds only its own UE's
 
 from __future__ import annotations
 
+import copy
 import os
 import string
 from collections.abc import Callable, Sequence
@@ -128,6 +129,55 @@ def follower_history_line(t: int, dcm_bits: Sequence[bool], bitmap: Sequence[boo
     action = format_follower(np.asarray(bitmap, dtype=bool), int(ucm))
     return (f"TTI {t}: DCM {bits_text(dcm_bits)} action {action} "
             f"outcome {outcome_text(feedback)}")
+
+
+class PromptHistory:
+    """The last k TTIs as rendered lines (design §4, ``history_ttis = k``): per env for the BS,
+    per (env, UE slot) for the UEs. The one home of the history: the text env records it from
+    each executed TTI, the LLM schedulers rebuild it from their observations."""
+
+    def __init__(self, k: int, n_envs: int, max_ues: int) -> None:
+        self.k = k
+        self._leader: list[list[str]] = [[] for _ in range(n_envs)]
+        self._follower: list[list[list[str]]] = [[[] for _ in range(max_ues)]
+                                                 for _ in range(n_envs)]
+
+    def leader(self, env: int) -> list[str]:
+        return self._leader[env]
+
+    def follower(self, env: int, slot: int) -> list[str]:
+        return self._follower[env][slot]
+
+    def add_leader(self, t: int, dcm: np.ndarray, outcome: np.ndarray) -> None:
+        """TTI ``t`` as every BS saw it: the DCMs (B, N) executed and the outcomes (B, N)."""
+        if self.k:
+            for b, lines in enumerate(self._leader):
+                lines.append(leader_history_line(t, dcm[b], outcome[b]))
+                del lines[:-self.k]
+
+    def add_follower(self, t: int, slots: Sequence[tuple[int, int]], dcm_bits: np.ndarray,
+                     bitmap: np.ndarray, ucm: np.ndarray, feedback: np.ndarray) -> None:
+        """TTI ``t`` as the UEs in ``slots`` saw it: DCM bits, executed bitmaps (B, I_max, N),
+        UCMs (B, I_max) and their feedback (B, I_max, N)."""
+        if self.k:
+            for b, i in slots:
+                lines = self._follower[b][i]
+                lines.append(follower_history_line(t, dcm_bits[b, i], bitmap[b, i], ucm[b, i],
+                                                   feedback[b, i]))
+                del lines[:-self.k]
+
+    def forget(self, slots: np.ndarray) -> None:
+        """UE slots (B, I_max) that left or joined start afresh (churn)."""
+        for b, i in np.argwhere(slots):
+            self._follower[b][i] = []
+
+    def state_dict(self) -> dict[str, list]:
+        return {"leader_history": copy.deepcopy(self._leader),
+                "follower_history": copy.deepcopy(self._follower)}
+
+    def load_state_dict(self, state: dict[str, list]) -> None:
+        self._leader = copy.deepcopy(state["leader_history"])
+        self._follower = copy.deepcopy(state["follower_history"])
 
 
 # -------------------------------------------------------------------------------- observations

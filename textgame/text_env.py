@@ -18,7 +18,6 @@ under churn an old line may use another numbering; a UE slot that joins or leave
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ from textgame.config import ScenarioConfig
 from textgame.game import FollowerObs, GameStep, LeaderObs, StackelbergGame
 from textgame.metrics import EpisodeKPIs
 from textgame.parsing import ParseError, format_dcm, format_follower, read_dcm, read_follower
-from textgame.prompts import PromptBuilder, TextConfig, follower_history_line, leader_history_line
+from textgame.prompts import PromptBuilder, PromptHistory, TextConfig
 
 Render = Callable[[str, str], str]
 
@@ -74,9 +73,7 @@ class TextStackelbergEnv:
             raise ValueError(f"{method} expects {expected} texts ({of}), got {got}")
 
     def _clear_history(self) -> None:
-        self._leader_history: list[list[str]] = [[] for _ in range(self.n_envs)]
-        self._follower_history: list[list[list[str]]] = [
-            [[] for _ in range(self.max_ues)] for _ in range(self.n_envs)]
+        self.history = PromptHistory(self.config.history_ttis, self.n_envs, self.max_ues)
 
     @property
     def pending_prompts(self) -> list[str]:
@@ -96,7 +93,7 @@ class TextStackelbergEnv:
         return self._follower_obs
 
     def _leader_prompts(self, obs: LeaderObs) -> list[str]:
-        prompts = [self.builder.leader(obs, b, self._leader_history[b])
+        prompts = [self.builder.leader(obs, b, self.history.leader(b))
                    for b in range(self.n_envs)]
         self._prompts = prompts
         return list(prompts)
@@ -127,7 +124,7 @@ class TextStackelbergEnv:
         obs = self.game.step_leader(dcm)
         self._invalid_leader, self._follower_obs = invalid, obs
         self.follower_slots = [(int(b), int(i)) for b, i in np.argwhere(obs.active)]
-        prompts = [self.builder.follower(obs, b, i, self._follower_history[b][i])
+        prompts = [self.builder.follower(obs, b, i, self.history.follower(b, i))
                    for b, i in self.follower_slots]
         self._phase = "followers"
         self._prompts = prompts
@@ -166,21 +163,12 @@ class TextStackelbergEnv:
                         leader_prompts=prompts, info=info)
 
     def _record_history(self, step: GameStep) -> None:
-        k = self.config.history_ttis
-        if k == 0:
-            return
         t, report = step.report.t, step.report
-        for b, lines in enumerate(self._leader_history):
-            lines.append(leader_history_line(t, step.dcm[b], report.rbg_outcome[b]))
-            del lines[:-k]
-        for b, i in self.follower_slots:
-            lines = self._follower_history[b][i]
-            lines.append(follower_history_line(t, step.intended[b, i], step.bitmap[b, i],
-                                               step.ucm[b, i], report.feedback[b, i]))
-            del lines[:-k]
+        self.history.add_leader(t, step.dcm, report.rbg_outcome)
+        self.history.add_follower(t, self.follower_slots, step.intended, step.bitmap, step.ucm,
+                                  report.feedback)
         if step.leader_obs is not None:  # churn: a UE slot that left or joined starts afresh
-            for b, i in np.argwhere(~step.leader_obs.active | report.joined):
-                self._follower_history[b][i] = []
+            self.history.forget(~step.leader_obs.active | report.joined)
 
     # ------------------------------------------------------------------------ action texts
     def leader_texts(self, dcm: np.ndarray) -> list[str]:
@@ -198,8 +186,7 @@ class TextStackelbergEnv:
         state = {"phase": self._phase, "game": self.game.state_dict(),
                  "kpis": self.kpis.state_dict(),
                  "prompts": list(self._prompts), "follower_slots": list(self.follower_slots),
-                 "leader_history": copy.deepcopy(self._leader_history),
-                 "follower_history": copy.deepcopy(self._follower_history)}
+                 **self.history.state_dict()}
         if self._phase == "followers":
             state["invalid_leader"] = self._invalid_leader.copy()
         return state
@@ -211,8 +198,7 @@ class TextStackelbergEnv:
         self._phase, self._follower_obs = state["phase"], None
         self._prompts = list(state["prompts"])
         self.follower_slots = [(int(b), int(i)) for b, i in state["follower_slots"]]
-        self._leader_history = copy.deepcopy(state["leader_history"])
-        self._follower_history = copy.deepcopy(state["follower_history"])
+        self.history.load_state_dict(state)
         if self._phase == "leader":
             self._leader_obs = self.game.leader_obs()
         if self._phase == "followers":

@@ -29,7 +29,7 @@ from textgame.config import ConfigError
 from textgame.game import FollowerObs, LeaderObs
 from textgame.parsing import read_dcm, read_follower
 from textgame.policies import FollowerPolicy, LeaderPolicy, make_follower
-from textgame.prompts import PromptBuilder, follower_history_line, leader_history_line
+from textgame.prompts import PromptBuilder, PromptHistory
 from textgame.simulator import IDLE
 from trainers.policy.chat import chat_render
 from trainers.policy.decide import Decider
@@ -112,7 +112,7 @@ class LLMLeader(_LLMRole, LeaderPolicy):
     def reset(self, n_envs: int, max_ues: int, n_rbgs: int, rng: np.random.Generator) -> None:
         super().reset(n_envs, max_ues, n_rbgs, rng)
         self._reset(n_rbgs, self.ucm_levels, rng)
-        self.history: list[list[str]] = [[] for _ in range(n_envs)]  # per env, the last k
+        self.history = PromptHistory(self.text.history_ttis, n_envs, max_ues)
         self.sent: np.ndarray | None = None  # (B, N) the DCM executed last TTI
 
     def executed(self, dcm: np.ndarray, active: np.ndarray) -> None:
@@ -121,18 +121,14 @@ class LLMLeader(_LLMRole, LeaderPolicy):
 
     def _remember(self, obs: LeaderObs) -> None:
         """Last TTI's line per env, as ``TextStackelbergEnv`` records it."""
-        k = self.text.history_ttis
-        if not k or self.sent is None:
-            return
-        for b, lines in enumerate(self.history):
-            lines.append(leader_history_line(obs.t - 1, self.sent[b], obs.rbg_outcome[b]))
-            del lines[:-k]
+        if self.sent is not None:
+            self.history.add_leader(obs.t - 1, self.sent, obs.rbg_outcome)
 
     def act(self, obs: LeaderObs) -> np.ndarray:
         self._remember(obs)
         envs = range(obs.active.shape[0])
         n_ues = [int(obs.n_active[b]) for b in envs]
-        texts = self._decide([self.builder.leader(obs, b, self.history[b]) for b in envs],
+        texts = self._decide([self.builder.leader(obs, b, self.history.leader(b)) for b in envs],
                              n_ues)
         dcm = np.zeros((len(n_ues), self.n_rbgs), dtype=np.int64)  # (B, N)
         for b, text in enumerate(texts):
@@ -152,8 +148,7 @@ class LLMFollower(_LLMRole, FollowerPolicy):
               rng: np.random.Generator) -> None:
         super().reset(n_envs, max_ues, n_rbgs, ucm_levels, rng)
         self._reset(n_rbgs, ucm_levels, rng)
-        self.history: list[list[list[str]]] = [[[] for _ in range(max_ues)]
-                                               for _ in range(n_envs)]  # per (env, slot)
+        self.history = PromptHistory(self.text.history_ttis, n_envs, max_ues)
         self.last: FollowerObs | None = None
 
     def _remember(self, obs: FollowerObs) -> None:
@@ -162,18 +157,14 @@ class LLMFollower(_LLMRole, FollowerPolicy):
         The executed bitmap is where the feedback is not idle, the executed UCM is
         ``last_ucm``; a slot that left or joined (churn only joins empty slots) starts afresh.
         """
-        k, last, self.last = self.text.history_ttis, self.last, obs
-        if not k or last is None:
+        last, self.last = self.last, obs
+        if last is None:
             return
         stayed = last.active & obs.active  # (B, I_max)
         sent = obs.feedback != IDLE  # (B, I_max, N): a transmission never comes back idle
-        for b, i in np.argwhere(~stayed):
-            self.history[b][i] = []
-        for b, i in np.argwhere(stayed):
-            lines = self.history[b][i]
-            lines.append(follower_history_line(last.t, last.dcm_bits[b, i], sent[b, i],
-                                               obs.last_ucm[b, i], obs.feedback[b, i]))
-            del lines[:-k]
+        self.history.forget(~stayed)
+        self.history.add_follower(last.t, [tuple(s) for s in np.argwhere(stayed)], last.dcm_bits,
+                                  sent, obs.last_ucm, obs.feedback)
 
     def act(self, obs: FollowerObs) -> tuple[np.ndarray, np.ndarray]:
         self._remember(obs)
@@ -184,7 +175,7 @@ class LLMFollower(_LLMRole, FollowerPolicy):
         if not slots:
             return bitmap, ucm
         n_active = obs.active.sum(axis=1)
-        texts = self._decide([self.builder.follower(obs, b, i, self.history[b][i])
+        texts = self._decide([self.builder.follower(obs, b, i, self.history.follower(b, i))
                               for b, i in slots], [int(n_active[b]) for b, _ in slots])
         for (b, i), text in zip(slots, texts, strict=True):
             bitmap[b, i], ucm[b, i], bad = read_follower(text, self.n_rbgs, self.ucm_levels)
