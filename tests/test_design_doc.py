@@ -1,7 +1,7 @@
 """docs/design.md resolves every design citation in the code: sections, equations, Algorithm 1.
 
-A section is cited as "design §N", "design doc §N" or (until the rename) "SPEC §N", optionally
-followed by more sections ("SPEC §3, §8"); it is defined by a heading "## N. " or "### N.M ".
+A section is cited as "design §N" or "design doc §N", optionally followed by more sections
+("design §3, §8"); it is defined by a heading "## N. " or "### N.M ".
 An equation is cited as "eq. N", "eqs. N-M", "eqs. N, M and K" (any case); it is defined by a
 line that starts with the label "**(eq. N)**". "Algorithm 1 lines N-M" must fall inside the
 numbered listing that follows the heading "### 6.1 Algorithm 1".
@@ -165,3 +165,36 @@ def test_no_reference_points_outside_the_repository():
              for n, line in enumerate(path.read_text().splitlines(), start=1)
              if "SPEC §" in line]
     assert stale == []
+
+
+# ---------------------------------------------------------------------------- §1 layout
+LAYOUT_ROOTS = ("textgame", "grammars", "trainers", "recipes", "benchmarks", "tests", "docs")
+
+
+def layout_block(doc: str) -> str:
+    """The code block of "## 1. Layout"."""
+    return doc.split("\n## 1. Layout", 1)[1].split("```", 2)[1]
+
+
+def packages() -> list[str]:
+    """Every folder of Python code under the top-level folders, as "name/" (subpackages of
+    trainers and textgame by their own name: "policy/", "backends/")."""
+    out = [f"{name}/" for name in LAYOUT_ROOTS]
+    for root in ("trainers", "textgame"):
+        out += sorted(f"{p.parent.name}/" for p in (ROOT / root).rglob("*.py")
+                      if p.parent != ROOT / root and "__pycache__" not in p.parts)
+    return sorted(set(out))
+
+
+def unlisted(block: str, names: list[str]) -> list[str]:
+    return [name for name in names if not re.search(rf"(?<![\w/]){re.escape(name)}", block)]
+
+
+def test_the_layout_lists_every_package(doc):
+    assert {"policy/", "cli/", "student/"} <= set(packages())  # the scan itself
+    assert unlisted(layout_block(doc), packages()) == []
+
+
+def test_the_layout_check_fails_for_an_unlisted_package():
+    block = "textgame/  trainers/  policy/ (model), mypolicy/"
+    assert unlisted(block, ["textgame/", "policy/", "newpkg/", "licy/"]) == ["newpkg/", "licy/"]
