@@ -11,9 +11,10 @@ from trl import ModelConfig
 from grammars import ROLES
 from textgame.config import CellConfig, ScenarioConfig, replace_checked
 from textgame.text_env import TextStackelbergEnv
-from trainers.pag.sampler import compile_action_grammar, replay_masks, token_logprobs
+from trainers.pag.sampler import compile_action_grammar, replay_masks
 from trainers.policy.encoding import encode_prompts
 from trainers.policy.models import StackelbergPolicy, load_base_model, lora_config
+from trainers.ppo import token_logprobs
 
 K = 4
 SIZES = [(3, 4), (5, 2), (4, 8), (1, 1)]  # (I, N) per row

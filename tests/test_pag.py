@@ -18,16 +18,16 @@ from textgame.parsing import (
     read_follower,
 )
 from textgame.text_env import TextStackelbergEnv
+from trainers.pag.backends import GrammarProgram, GrammarState
 from trainers.pag.sampler import (
     compile_action_grammar,
-    masked_logits,
     replay_masks,
     sample_constrained,
     start_states,
-    token_logprobs,
 )
 from trainers.policy.encoding import encode_prompts
 from trainers.policy.named_models import build_tiny_model
+from trainers.ppo import masked_logits, token_logprobs
 
 K = 4
 SIZES = [(i, n) for i in range(1, 13) for n in range(1, 9)]  # every I in 1..12, N in 1..8
@@ -307,6 +307,15 @@ def test_compile_rejects_invalid_arguments(tiny, kwargs, message):
     args = {"role": "leader", "n_ues": 3, "n_rbgs": 4, "ucm_levels": K} | kwargs
     with pytest.raises(ValueError, match=re.escape(message)):
         compile_action_grammar(tokenizer, **args)
+
+
+@pytest.mark.parametrize("backend", ["llguidance", "regex", "none"])
+def test_every_backend_compiles_a_program_and_starts_a_state_of_the_interface(tiny, backend):
+    _, tokenizer = tiny
+    grammar = compile_action_grammar(tokenizer, "leader", 3, 4, K, backend)
+    state = grammar.start(2)
+    assert isinstance(grammar.program, GrammarProgram) and isinstance(state, GrammarState)
+    assert state.allowed().shape == (2, len(tokenizer)) and not state.all_done()
 
 
 def test_one_batch_needs_one_backend_and_vocabulary(tiny):

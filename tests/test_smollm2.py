@@ -28,17 +28,13 @@ from textgame.config import ScenarioConfig
 from textgame.parsing import parse_dcm, parse_follower
 from textgame.prompts import PromptBuilder, TextConfig
 from textgame.text_env import TextStackelbergEnv
-from trainers.pag.sampler import (
-    compile_action_grammar,
-    replay_masks,
-    sample_constrained,
-    token_logprobs,
-)
+from trainers.pag.sampler import compile_action_grammar, replay_masks, sample_constrained
 from trainers.policy import named_models
 from trainers.policy.chat import chat_render
 from trainers.policy.encoding import encode_prompts, left_pad
 from trainers.policy.models import StackelbergPolicy
 from trainers.policy.named_models import GGUF_MODELS, hub_base_model, resolve_named_model
+from trainers.ppo import token_logprobs
 from trainers.runs.hub import MODEL_CARD, TRAINER_CONFIG, policy_files
 from trainers.stackelberg.update import _right_pad, minibatch_losses, ppo_update
 

@@ -36,9 +36,10 @@ from textgame.config import ConfigError
 from textgame.metrics import summarize
 from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
-from trainers.pag.sampler import replay_masks, token_logprobs
+from trainers.pag.sampler import replay_masks
 from trainers.policy.encoding import left_pad
 from trainers.policy.models import StackelbergPolicy
+from trainers.ppo import token_logprobs
 from trainers.runs.hub import MODEL_CARD, TRAINER_CONFIG, policy_files
 from trainers.runs.run_dir import finite
 from trainers.stackelberg.config import StackelbergPPOConfig

@@ -19,11 +19,12 @@ from test_speed import decision_inputs  # tests/ is on sys.path under pytest
 from trl import ModelConfig
 
 from grammars import ROLES
-from trainers.pag.sampler import replay_masks, token_logprobs
+from trainers.pag.sampler import replay_masks
 from trainers.policy.encoding import PromptEncoder
 from trainers.policy.models import StackelbergPolicy, load_base_model, lora_config
 from trainers.policy.named_models import build_tiny_model
 from trainers.policy.trunk import TrunkStore
+from trainers.ppo import token_logprobs
 from trainers.stackelberg.config import StackelbergPPOConfig
 from trainers.stackelberg.rollout import RolloutWorker
 from trainers.stackelberg.update import minibatch_losses, pass_minibatches

@@ -4,6 +4,9 @@ The trainer calls these; it does not re-derive them.
 
 - :func:`gae` — eq. 8 advantages and eq. 9 value targets over TTIs: per env for the leader,
   per UE slot for the followers (inactive TTIs skipped, churn restarts a trajectory).
+- :func:`masked_logits`, :func:`masked_log_softmax`, :func:`token_logprobs` — eq. 13 logit
+  masking and the eq. 12 token log-probs; the PAG sampler (:mod:`trainers.pag.sampler`) draws
+  from the same maths, so sampling and PPO score a token alike.
 - :func:`masked_entropy` — entropy of the PAG-masked distribution (eq. 13).
 - :func:`kl_to_reference` — k3 estimate of KL(pi || pi_ref) summed over an action's tokens.
 - :func:`normalize_advantages`, :func:`ppo_losses` — eq. 10 clipped surrogate on action-level
@@ -18,8 +21,6 @@ from __future__ import annotations
 import math
 
 import torch
-
-from trainers.pag.sampler import masked_log_softmax
 
 
 # ------------------------------------------------------------------------------ eqs. 8-9
@@ -78,6 +79,25 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, *, gamma: float, lam: float
         next_advantage = next_advantage.masked_fill(cut, 0.0)
     returns = torch.where(active, advantages + values, 0.0)  # eq. 9
     return advantages, returns
+
+
+# -------------------------------------------------------------------------- eqs. 12-13
+def masked_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Eq. 13: -inf outside V^- (``mask`` False), the logits inside."""
+    return logits.masked_fill(~mask, float("-inf"))
+
+
+def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor,
+                       temperature: float) -> torch.Tensor:
+    """log pi(. | s) of the masked distribution at ``temperature``, in fp32 (..., V)."""
+    return torch.log_softmax(masked_logits(logits.float() / temperature, mask), dim=-1)
+
+
+def token_logprobs(logits: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor,
+                   temperature: float) -> torch.Tensor:
+    """Eq. 12 terms: masked log-probs (...,) of ``tokens`` (...,) given logits/mask (..., V)."""
+    logp = masked_log_softmax(logits, mask, temperature)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 # --------------------------------------------------------------------- eq. 13, KL penalty

@@ -2,17 +2,19 @@
 
 ``compile_action_grammar(tokenizer, role, I, N, K)`` -> :class:`ActionGrammar` (cached);
 ``start_states(grammars)`` (one grammar per row) or ``grammar.start(B)`` -> :class:`GrammarState`
-with ``allowed()`` (B, V) bool = V^-, ``advance(tokens)`` and ``done``. :func:`masked_logits`
-(eq. 13) and :func:`token_logprobs` (eq. 12) are the maths both sampling and PPO use;
-:func:`sample_constrained` generates a batch of actions with a KV cache and
-:func:`replay_masks` recomputes the masks of recorded actions, so PPO needs no stored masks.
+with ``allowed()`` (B, V) bool = V^-, ``advance(tokens)`` and ``done``.
+:func:`sample_constrained` generates a batch of actions with a KV cache, masking by eq. 13
+(:func:`trainers.ppo.masked_logits`: PPO scores the tokens with the same maths,
+:func:`trainers.ppo.token_logprobs`), and :func:`replay_masks` recomputes the masks of recorded
+actions, so PPO needs no stored masks.
 
 Conventions. V = the model's output rows (``vocab_size``, >= len(tokenizer)); padding rows
 (ids >= len(tokenizer)) are never allowed. Every action ends with EOS and EOS's probability is
 part of the action log-prob (in the last slot "1" vs "12" is decided by EOS vs "2"). A row
 that has consumed EOS is done: its mask is {EOS}, it is padded with EOS, and the masked
 log-prob of that padding is exactly 0. Backends ("llguidance" CFG, the default; "regex";
-"none" = PAG off) and how they are built through Outlines: :mod:`trainers.pag.backends`.
+"none" = PAG off), their one interface and how they are built through Outlines:
+:mod:`trainers.pag.backends` (:func:`~trainers.pag.backends.get_backend`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from dataclasses import dataclass
 
 import torch
 
-from grammars import max_action_chars, render_grammar, render_regex
-from trainers.pag.backends import BACKENDS, GrammarState, Vocab
-from trainers.policy.prefix_cache import cache_kwargs, output_cache
+from grammars import max_action_chars, render_grammar
+from trainers.cache_api import cache_kwargs, output_cache
+from trainers.pag.backends import GrammarState, Vocab, get_backend
+from trainers.ppo import masked_logits
 
 _KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _VOCABS: dict[str, Vocab] = {}
@@ -67,9 +70,9 @@ class ActionGrammar:
         self.backend, self.vocab_size, self.eos_token_id = backend, vocab_size, vocab.eos
         self.max_tokens = max_action_chars(role, n_ues, n_rbgs, ucm_levels) + 1  # + EOS
         self.vocab = vocab
-        render = render_regex if backend == "regex" else render_grammar
-        self.source = render(role, n_ues, n_rbgs, ucm_levels)  # Lark text or regex
-        self.program = BACKENDS[backend][0](vocab, self.source, vocab_size)
+        grammar_backend = get_backend(backend)
+        self.source = grammar_backend.source(role, n_ues, n_rbgs, ucm_levels)  # Lark or regex
+        self.program = grammar_backend.compile(vocab, self.source, vocab_size)
 
     def __repr__(self) -> str:
         return (f"ActionGrammar({self.role!r}, n_ues={self.n_ues}, n_rbgs={self.n_rbgs}, "
@@ -93,8 +96,7 @@ def compile_action_grammar(tokenizer, role: str, n_ues: int, n_rbgs: int, ucm_le
     (tokenizer content, role, I, N, K, backend, V): the same arguments return the same object.
     """
     render_grammar(role, n_ues, n_rbgs, ucm_levels)  # validates, naming the argument
-    if backend not in BACKENDS:
-        raise ValueError(f"backend = {backend!r} is invalid; allowed: one of {list(BACKENDS)}")
+    get_backend(backend)  # validates, naming the allowed backends
     key_tok = tokenizer_key(tokenizer)
     vocab_size = len(tokenizer) if vocab_size is None else vocab_size
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or (
@@ -120,26 +122,7 @@ def start_states(grammars: Sequence[ActionGrammar],
         if (g.vocab, g.backend, g.vocab_size) != (first.vocab, first.backend, first.vocab_size):
             raise ValueError(f"grammars[{i}] = {g!r} does not match grammars[0] = {first!r}; "
                              "allowed: grammars of one tokenizer, vocab_size and backend")
-    return BACKENDS[first.backend][1](grammars, torch.device(device or "cpu"))
-
-
-# -------------------------------------------------------------------------------- the maths
-def masked_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Eq. 13: -inf outside V^- (``mask`` False), the logits inside."""
-    return logits.masked_fill(~mask, float("-inf"))
-
-
-def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor,
-                       temperature: float) -> torch.Tensor:
-    """log pi(. | s) of the masked distribution at ``temperature``, in fp32 (..., V)."""
-    return torch.log_softmax(masked_logits(logits.float() / temperature, mask), dim=-1)
-
-
-def token_logprobs(logits: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor,
-                   temperature: float) -> torch.Tensor:
-    """Eq. 12 terms: masked log-probs (...,) of ``tokens`` (...,) given logits/mask (..., V)."""
-    logp = masked_log_softmax(logits, mask, temperature)
-    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return get_backend(first.backend).start(grammars, torch.device(device or "cpu"))
 
 
 # ------------------------------------------------------------------------ sampling, replay
@@ -224,7 +207,7 @@ def sample_constrained(model, input_ids: torch.Tensor, attention_mask: torch.Ten
             scores = masked_logits(out.logits[:, -1].float() / temperature, mask)  # eq. 13
             live = ~state.done
         with _timed(timings, "sample", device):
-            logp = torch.log_softmax(scores, dim=-1)  # = masked_log_softmax, (B, V)
+            logp = torch.log_softmax(scores, dim=-1)  # = ppo.masked_log_softmax, (B, V)
             token = (logp.argmax(-1) if greedy else  # (B,)
                      torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1))
             tokens[:, t] = token
@@ -258,7 +241,7 @@ def replay_masks(grammars: Sequence[ActionGrammar], tokens: torch.Tensor,
     """(B, T, V) bool: the masks in force before each recorded token (EOS-padded past lengths).
 
     Identical to the masks :func:`sample_constrained` used, so PPO recomputes log-probs with
-    :func:`token_logprobs` under the same V^- (first PPO ratio = 1).
+    :func:`trainers.ppo.token_logprobs` under the same V^- (first PPO ratio = 1).
     """
     batch, steps = tokens.shape
     state = start_states(grammars, tokens.device)

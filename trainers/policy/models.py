@@ -44,12 +44,12 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from grammars import ROLES
+from trainers.cache_api import cache_kwargs
 from trainers.pag.sampler import ActionGrammar, ActionSample, sample_constrained
 from trainers.policy.encoding import left_pad
 from trainers.policy.prefix_cache import (
     PrefixCache,
     action_inputs,
-    cache_kwargs,
     keep_cache_under_checkpointing,
     rows_and_cuts,
 )

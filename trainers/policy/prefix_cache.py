@@ -20,15 +20,12 @@ states, and every row's suffix (observation + action tokens) attends to its own 
 gathered per row. Both caches there are :class:`_PrefixLayer` s, which are never grown, so a
 layer that gradient checkpointing recomputes sees exactly what it saw the first time.
 
-transformers renamed the forward argument ``past_key_values`` to ``cache`` (5.x; the old name
-warns and goes in 5.40): :func:`cache_kwargs` and :func:`output_cache` use whichever name the
-model declares.
+Forwards pass their KV cache under whichever name the model declares
+(:func:`trainers.cache_api.cache_kwargs`, :func:`~trainers.cache_api.output_cache`).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,27 +34,11 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
+from trainers.cache_api import cache_kwargs, output_cache
 from trainers.policy.encoding import left_pad
 from trainers.policy.trunk import run_layers
 
 _PAD = 0  # any id: padding is never attended to
-
-
-# ------------------------------------------------------------------- transformers' cache API
-@functools.cache
-def _cache_keyword(forward) -> str:
-    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
-
-
-def cache_kwargs(model, cache) -> dict:
-    """``{name: cache}`` for ``model``'s forward (a PEFT model passes it on to its base)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return {_cache_keyword(type(base).forward): cache}
-
-
-def output_cache(out):
-    """The cache a forward returned (``out.cache``, formerly ``out.past_key_values``)."""
-    return out["cache"] if "cache" in out else out["past_key_values"]
 
 
 def rows_and_cuts(input_ids: torch.Tensor, attention_mask: torch.Tensor,

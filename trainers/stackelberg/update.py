@@ -17,9 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from trainers.pag.sampler import replay_masks, token_logprobs
+from trainers.pag.sampler import replay_masks
 from trainers.policy.encoding import left_pad
-from trainers.ppo import explained_variance, kl_to_reference, masked_entropy, ppo_losses
+from trainers.ppo import (
+    explained_variance,
+    kl_to_reference,
+    masked_entropy,
+    ppo_losses,
+    token_logprobs,
+)
 from trainers.stackelberg.rollout import Decisions
 
 
