@@ -28,7 +28,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from textgame.config import CellConfig, ScenarioConfig  # noqa: E402
+from textgame.config import ScenarioConfig  # noqa: E402
 from textgame.game import StackelbergGame  # noqa: E402
 from textgame.metrics import EpisodeKPIs  # noqa: E402
 from textgame.network import NetworkGame  # noqa: E402
@@ -38,7 +38,7 @@ from textgame.policies import RandomFollower, RandomLeader, make_follower, make_
 
 
 def time_episodes(n_envs: int, n_ues: int, n_rbgs: int, min_seconds: float, seed: int) -> dict:
-    scenario = ScenarioConfig(cell=CellConfig(n_rbgs=n_rbgs, ue_counts=(n_ues,)))
+    scenario = ScenarioConfig().with_ue_counts((n_ues,), n_rbgs=n_rbgs)
     game = StackelbergGame(scenario, n_envs)
     kpis = EpisodeKPIs(scenario.cell, n_envs)
     leader, follower = RandomLeader(), RandomFollower()

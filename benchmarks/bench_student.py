@@ -45,7 +45,7 @@ TARGET_US = 100.0
 
 
 def cell(n_ues: int, ttis: int) -> ScenarioConfig:
-    return ScenarioConfig.from_dict({"cell": {"ue_counts": [n_ues], "episode_ttis": ttis}})
+    return ScenarioConfig().with_ue_counts((n_ues,), episode_ttis=ttis)
 
 
 def tti_seconds(leader, follower, game: StackelbergGame, episode: int, rng=None,

@@ -42,3 +42,29 @@ def save_llm(tiny_path):
         return str(folder)
 
     return save
+
+
+@pytest.fixture(scope="session")
+def marl_dir(tmp_path_factory) -> str:
+    """An untrained tiny G-MAC model (N = K = 4, trained D(I) = {2}) saved as
+    ``MARLTrainer.save_model`` does: a ``marl:`` spec for any I."""
+    from trainers.marl import MARLAgents, MARLConfig
+
+    config = MARLConfig(algo="gmac", scenario={"cell": {"ue_counts": [2], "episode_ttis": 4}},
+                        ue_hidden=[8], ue_latent=8, bs_hidden=[8], bs_latent=8,
+                        encoder_hidden=[8], embedding_dim=8, dcm_embedding_dim=4, gru_hidden=8,
+                        critic_hidden=[8])
+    return str(MARLAgents(config).save(tmp_path_factory.mktemp("marl") / "final"))
+
+
+@pytest.fixture(scope="session")
+def student_dir(tmp_path_factory) -> str:
+    """An untrained tiny student (N = K = 4, greedy) saved as the distiller does: a
+    ``student:`` spec for any I."""
+    from textgame.config import CellConfig
+    from trainers.student.features import CellShape
+    from trainers.student.model import StudentModel
+
+    torch.manual_seed(0)
+    model = StudentModel(CellShape.of(CellConfig()), 1, 8, [8], teacher="max_weight/dictator")
+    return str(model.save(tmp_path_factory.mktemp("student") / "final"))

@@ -274,6 +274,17 @@ def test_from_dict_with_more_ues_than_the_default_derives_max_ues():
     assert scenario.cell.max_ues == 10
 
 
+def test_with_ue_counts_fixes_i_and_rederives_the_padding():
+    base = ScenarioConfig.from_dict({"cell": {"ue_counts": [2, 7], "ue_probs": [0.5, 0.5],
+                                              "max_ues": 9}, "traffic": {"models": ["periodic"]}})
+    fixed = base.with_ue_counts((5,), n_rbgs=6)
+    assert (fixed.cell.ue_counts, fixed.cell.ue_probs, fixed.cell.max_ues) == ((5,), None, 5)
+    assert fixed.cell.n_rbgs == 6 and fixed.traffic == base.traffic
+    assert base.cell.with_ue_counts([3], max_ues=9).max_ues == 9  # padding only when asked
+    with pytest.raises(ConfigError, match=r"CellConfig.ue_counts = \(0,\) is invalid"):
+        base.with_ue_counts((0,))
+
+
 def test_from_dict_rejects_an_unknown_section_by_name():
     with pytest.raises(ConfigError, match="ScenarioConfig.radio"):
         ScenarioConfig.from_dict({"radio": {"n_rbgs": 4}})

@@ -24,12 +24,11 @@ from trainers.evaluation.suites import (
     TBLERS,
     TRAFFIC_CASES,
     Evaluator,
-    PolicySpec,
-    parse_policy,
     suite_cases,
 )
 from trainers.policy.models import StackelbergPolicy
 from trainers.runs.hub import write_trainer_config
+from trainers.specs import parse_spec
 from trainers.stackelberg.config import StackelbergPPOConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +54,7 @@ def test_the_wide_ue_suite_runs_to_i_14_and_splits_training_from_held_out_sizes(
     from textgame.metrics import summarize
 
     rows = [{"policy": "RR", "suite": "ues14", "case": c.label, "x": c.x,
-             "kpis": summarize([evaluator.run(parse_policy("round_robin/dictator"), c)])}
+             "kpis": summarize([evaluator.run(parse_spec("round_robin/dictator"), c)])}
             for c in cases]
     table = markdown(rows, training_sizes=[2, 4, 6, 8])
     trained, held = table.split("### ues14: held-out sizes")
@@ -69,7 +68,7 @@ def test_an_llm_plays_fourteen_ues_under_the_pag(llm_dir):
     """The text layer and the grammars scale with I: UE numbers up to 14 in the DCM."""
     case = suite_cases("ues14", SHORT)[-1]
     assert case.scenario.cell.ue_counts == (14,)
-    result = Evaluator(episodes=2, n_envs=2).run(parse_policy(f"llm:{llm_dir}"), case)
+    result = Evaluator(episodes=2, n_envs=2).run(parse_spec(f"llm:{llm_dir}"), case)
     assert {len(v) for v in result.values()} == {2}
     assert (result["invalid_action_rate"] == 0).all()
 
@@ -112,27 +111,10 @@ def test_suites_keep_the_base_scenario_and_reject_unknown_names():
         suite_cases("nope")
 
 
-# ------------------------------------------------------------------------------- policy specs
-def test_policy_specs_parse_heuristics_marl_and_llm():
-    assert parse_policy("max_weight/dictator") == PolicySpec(
-        "max_weight/dictator", "heuristic", "max_weight", "dictator")
-    assert parse_policy("S-ALOHA=idle/s_aloha").label == "S-ALOHA"
-    spec = parse_policy("MAPPO-S=marl:runs/mappo-I{ues}-N{rbgs}/final")
-    assert (spec.kind, spec.label) == ("marl", "MAPPO-S")
-    assert spec.path_for(suite_cases("ues")[3]) == "runs/mappo-I5-N4/final"
-    assert parse_policy("llm:user/agentic-mac").path == "user/agentic-mac"
-
-
-@pytest.mark.parametrize("text", ["max_weight", "max_weight/nobody", "llm:", "boss/dictator"])
-def test_bad_policy_specs_name_the_choices(text):
-    with pytest.raises(ValueError, match="is invalid|needs a directory"):
-        parse_policy(text)
-
-
 # --------------------------------------------------------------------------------- evaluator
 def test_heuristics_meet_the_same_environments_as_run_episodes():
     case = suite_cases("ues", SHORT)[3]
-    result = Evaluator(episodes=10, n_envs=4, seed=7).run(parse_policy("max_weight/dictator"),
+    result = Evaluator(episodes=10, n_envs=4, seed=7).run(parse_spec("max_weight/dictator"),
                                                            case)
     direct = run_episodes(case.scenario, make_leader("max_weight", case.scenario.cell),
                           make_follower("dictator"), 10, 4, seed=7)
@@ -144,7 +126,7 @@ def test_legacy_ues_raise_collisions_for_obedient_schedules():
     """Max-Weight + Dictator never collides; S-ALOHA legacy UEs among them do."""
     cases = {c.legacy_ues: c for c in suite_cases("legacy", SHORT)[:5]}
     evaluator = Evaluator(episodes=16, n_envs=8)
-    spec = parse_policy("max_weight/dictator")
+    spec = parse_spec("max_weight/dictator")
     assert (evaluator.run(spec, cases[0])["collision_rate"] == 0).all()
     assert evaluator.run(spec, cases[2])["collision_rate"].mean() > 0
 
@@ -162,7 +144,7 @@ def test_marl_specs_fill_the_case_into_the_path_mappo_s_style(tmp_path):
                                          **small))
         trainer.train()
         trainer.save_model()
-    spec = parse_policy(f"MAPPO-S=marl:{tmp_path}/I{{ues}}/final")
+    spec = parse_spec(f"MAPPO-S=marl:{tmp_path}/I{{ues}}/final")
     evaluator = Evaluator(episodes=4, n_envs=4)
     for case in suite_cases("ues", SHORT)[:2]:
         result = evaluator.run(spec, case)
@@ -187,10 +169,10 @@ def llm_dir(tiny_path, tmp_path_factory) -> Path:
 def test_llm_policies_play_every_episode_with_valid_actions(llm_dir):
     evaluator = Evaluator(episodes=5, n_envs=2)
     case = suite_cases("ues", SHORT)[1]  # I = 3
-    result = evaluator.run(parse_policy(f"llm:{llm_dir}"), case)
+    result = evaluator.run(parse_spec(f"llm:{llm_dir}"), case)
     assert {len(v) for v in result.values()} == {5}  # batches 2 + 2 + 1
     assert (result["invalid_action_rate"] == 0).all()  # PAG: every action parses
-    again = Evaluator(episodes=5, n_envs=2).run(parse_policy(f"llm:{llm_dir}"), case)
+    again = Evaluator(episodes=5, n_envs=2).run(parse_spec(f"llm:{llm_dir}"), case)
     for kpi in result:
         np.testing.assert_array_equal(result[kpi], again[kpi])  # seeded sampling
 
@@ -204,7 +186,7 @@ def test_llm_evaluation_plays_the_ues_as_trained(llm_dir, tmp_path):
     (folder / "trainer_config.json").unlink()
     write_trainer_config(folder, StackelbergPPOConfig(follower_policy="dictator",
                                                       value_head_hidden=16))
-    result = Evaluator(episodes=4, n_envs=4).run(parse_policy(f"llm:{folder}"),
+    result = Evaluator(episodes=4, n_envs=4).run(parse_spec(f"llm:{folder}"),
                                                  suite_cases("ues", SHORT)[3])
     assert (result["collision_rate"] == 0).all()
 
@@ -219,7 +201,7 @@ def rows_of(evaluator, specs, suite):
 
 
 def test_tables_have_a_line_per_policy_and_case():
-    specs = [parse_policy("MW=max_weight/dictator"), parse_policy("idle/s_aloha")]
+    specs = [parse_spec("MW=max_weight/dictator"), parse_spec("idle/s_aloha")]
     rows = rows_of(Evaluator(episodes=4, n_envs=4), specs, "rbgs")
     table = markdown(rows)
     assert table.count("| N=") == 12 and "| MW |" in table
@@ -300,7 +282,7 @@ def test_the_first_thirty_lines_of_a_figure_all_look_different():
 
 
 def test_sweep_and_training_figures_are_written(tmp_path):
-    rows = rows_of(Evaluator(episodes=4, n_envs=4), [parse_policy("max_weight/dictator")],
+    rows = rows_of(Evaluator(episodes=4, n_envs=4), [parse_spec("max_weight/dictator")],
                    "tbler")
     assert_png(plot_sweep(rows, "tbler", tmp_path / "tbler.png"))
     run = tmp_path / "run"

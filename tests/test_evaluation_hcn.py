@@ -6,13 +6,13 @@ import pytest
 
 from textgame.metrics import Summary
 from trainers.evaluation.network import evaluate_hcn, scaling_check
-from trainers.evaluation.suites import parse_policy
+from trainers.specs import parse_spec
 
 TINY = {"scenario": {"cell": {"episode_ttis": 4}}}
 
 
 def test_evaluate_hcn_gives_one_row_per_policy_partition_and_cell_count():
-    rows = evaluate_hcn([parse_policy("MW=max_weight/dictator")], TINY, cells=(1, 2),
+    rows = evaluate_hcn([parse_spec("MW=max_weight/dictator")], TINY, cells=(1, 2),
                         partitions=("equal", "random"), episodes=3)
     assert [(r["partition"], r["x"]) for r in rows] == [
         ("equal", 1), ("equal", 2), ("random", 1), ("random", 2)]
@@ -33,7 +33,7 @@ def test_llm_adapters_play_every_dbs_with_valid_actions(tiny_path, tmp_path, one
     ).save_adapters(tmp_path)
     write_trainer_config(tmp_path, config)
     small = {"scenario": {"cell": {"episode_ttis": 2, "n_rbgs": 2}}, "local_ues": 2}
-    rows = evaluate_hcn([parse_policy(f"LLM=llm:{tmp_path}")], small, cells=(1, 2),
+    rows = evaluate_hcn([parse_spec(f"LLM=llm:{tmp_path}")], small, cells=(1, 2),
                         partitions=("equal",), episodes=2)
     assert [r["x"] for r in rows] == [1, 2]
     assert all(r["kpis"]["network_throughput_mbps"].n == 2 for r in rows)
@@ -41,7 +41,7 @@ def test_llm_adapters_play_every_dbs_with_valid_actions(tiny_path, tmp_path, one
 
 def test_unknown_partitions_are_refused():
     with pytest.raises(ValueError, match="partition 'greedy' is unknown"):
-        evaluate_hcn([parse_policy("max_weight/dictator")], TINY, partitions=("greedy",))
+        evaluate_hcn([parse_spec("max_weight/dictator")], TINY, partitions=("greedy",))
 
 
 def test_scaling_check_compares_throughput_per_cell_at_16_cells_with_one():

@@ -43,7 +43,7 @@ from trainers.student.ppo_baseline import (
 )
 from trainers.student.realtime import RealtimeStudent
 from trainers.student.rollout import collect
-from trainers.student.teachers import Teacher, build_teacher
+from trainers.student.teachers import HeuristicTeacher, LLMTeacher, build_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -70,8 +70,8 @@ def random_inputs(model: StudentModel, n_ues: int, rng: np.random.Generator, bat
     return global_x, ue_x.astype(np.float32), mask, follower_x.astype(np.float32)
 
 
-def teacher() -> Teacher:
-    return Teacher(make_leader("max_weight", CellConfig()), make_follower("dictator"), None)
+def teacher() -> HeuristicTeacher:
+    return HeuristicTeacher(make_leader("max_weight", CellConfig()), make_follower("dictator"))
 
 
 # --------------------------------------------------------------------- shapes and masking
@@ -250,11 +250,11 @@ def test_sampled_ucms_follow_their_probabilities_and_greedy_ones_are_the_mode(tm
     assert (play(*load_student(directory, decoding="greedy"))["ucm"] == 0).all()
 
 
-def s_aloha_teacher(p: float) -> Teacher:
+def s_aloha_teacher(p: float) -> HeuristicTeacher:
     """Max-Weight over UEs that ignore it and, with a backlog, send on each RBG with
     probability p (S-ALOHA without backoff)."""
-    return Teacher(make_leader("max_weight", CellConfig()),
-                   SAlohaFollower(SAlohaConfig(p0=p, backoff=1.0, floor=p)), None)
+    return HeuristicTeacher(make_leader("max_weight", CellConfig()),
+                            SAlohaFollower(SAlohaConfig(p0=p, backoff=1.0, floor=p)))
 
 
 def test_a_sampling_student_sends_as_often_as_its_stochastic_teacher_and_greedy_never(tmp_path):
@@ -532,10 +532,11 @@ def test_heuristic_teachers_have_no_d_of_i_of_their_own():
 
 
 def test_evaluate_plays_a_student_spec(distilled):
-    from trainers.evaluation.suites import Evaluator, parse_policy, suite_cases
+    from trainers.evaluation.suites import Evaluator, suite_cases
+    from trainers.specs import parse_spec
 
     _, final = distilled
-    spec = parse_policy(f"Student=student:{final}")
+    spec = parse_spec(f"Student=student:{final}")
     case = suite_cases("ues", scenario().to_dict())[3]  # I = 5
     kpis = Evaluator(episodes=4, n_envs=4).run(spec, case)
     expected = run_episodes(case.scenario, *load_student(final), episodes=4, n_envs=4, seed=0)
@@ -601,8 +602,8 @@ def test_bench_student_refuses_a_directory_that_is_none(option, allowed, tmp_pat
 
 def test_an_llm_teacher_acts_as_the_scheduler_for_the_same_seed(llm_teacher_dir):
     sc = ScenarioConfig.from_dict(LLM_CELL)
-    pairs = [build_teacher(f"llm:{llm_teacher_dir}", sc.cell), Teacher(
-        *load_llm_policies(llm_teacher_dir, ucm_levels=sc.cell.ucm_levels), None)]
+    pairs = [build_teacher(f"llm:{llm_teacher_dir}", sc.cell), LLMTeacher(
+        *load_llm_policies(llm_teacher_dir, ucm_levels=sc.cell.ucm_levels))]
     for pair in pairs:
         pair.leader.reset(2, sc.cell.max_ues, 4, np.random.default_rng(5))
         pair.follower.reset(2, sc.cell.max_ues, 4, 4, np.random.default_rng(6))
@@ -618,7 +619,7 @@ def test_an_llm_teacher_acts_as_the_scheduler_for_the_same_seed(llm_teacher_dir)
         if step.done:
             break
         obs = step.leader_obs
-    assert all(len(lines) == 1 for lines in pairs[0].leader.history)  # k = 1
+    assert all(len(pairs[0].leader.history.leader(b)) == 1 for b in range(2))  # k = 1
 
 
 def test_an_llm_teacher_of_a_dictator_run_has_obedient_ues(save_llm, tmp_path):
@@ -636,7 +637,7 @@ def test_dagger_labels_states_with_an_llm_teacher_told_the_executed_dcm(llm_teac
     leader, follower, stats = collect(student(), t, sc, 2, 2, np.random.SeedSequence(0), 0.5)
     assert leader["dcm"].shape == (4 * 2, 4) and len(told) == 4
     for b in range(2):  # the last prompt's history line holds the DCM executed at TTI 2
-        assert t.leader.history[b][-1].startswith(f"TTI 2: DCM {format_dcm(told[2][b])} ")
+        assert t.leader.history.leader(b)[-1].startswith(f"TTI 2: DCM {format_dcm(told[2][b])} ")
     assert t.leader.invalid == 0 and t.follower.invalid == 0
 
 

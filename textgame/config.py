@@ -121,6 +121,12 @@ class CellConfig:
     def churn(self) -> bool:
         return self.join_prob > 0 or self.leave_prob > 0
 
+    def with_ue_counts(self, ue_counts: Sequence[int], **changes: Any) -> CellConfig:
+        """This cell with D(I) uniform on ``ue_counts`` (one count: a fixed-I cell) and
+        I_max = max(ue_counts) unless ``changes`` sets ``max_ues``; ``changes``: other fields."""
+        return replace_checked(self, **{"ue_probs": None, "max_ues": None, **changes,
+                                        "ue_counts": tuple(ue_counts)})
+
 
 @dataclass(frozen=True)
 class TrafficConfig:
@@ -264,6 +270,10 @@ class ScenarioConfig:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
+
+    def with_ue_counts(self, ue_counts: Sequence[int], **cell_changes: Any) -> ScenarioConfig:
+        """This scenario on :meth:`CellConfig.with_ue_counts` (traffic, channel, reward kept)."""
+        return dataclasses.replace(self, cell=self.cell.with_ue_counts(ue_counts, **cell_changes))
 
 
 def replace_checked(config: Any, **changes: Any) -> Any:

@@ -128,8 +128,7 @@ class NetworkConfig:
             return tuple(values[j % len(values)] for j in slot)
 
         s = self.scenario
-        cell = dataclasses.replace(s.cell, n_rbgs=self.pool_rbgs, ue_counts=(self.n_ues,),
-                                   ue_probs=None, max_ues=self.n_ues)
+        cell = s.cell.with_ue_counts((self.n_ues,), n_rbgs=self.pool_rbgs)
         traffic = dataclasses.replace(s.traffic, models=spread(s.traffic.models),
                                       bernoulli_rates=spread(s.traffic.bernoulli_rates))
         channel = dataclasses.replace(s.channel, fixed_states=spread(s.channel.fixed_states))

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from textgame.config import ScenarioConfig, replace_checked
 from textgame.metrics import summarize
-from textgame.policies import FollowerPolicy, LeaderPolicy, make_follower, make_leader
+from textgame.policies import FollowerPolicy, LeaderPolicy
 from textgame.runner import run_episodes
 
 DEFAULT_TABLE_KPIS = ("throughput_mbps", "fairness", "resource_efficiency",
@@ -35,12 +35,10 @@ def scenarios(base: ScenarioConfig, ues, rbgs, tbler) -> list[tuple[ScenarioConf
     out = []
     for n in rbgs or [cell.n_rbgs]:
         for i in ues or [None]:
-            changes = {"n_rbgs": n}
-            if i is not None:
-                changes.update(ue_counts=(i,), ue_probs=None, max_ues=None)
+            row = (replace_checked(cell, n_rbgs=n) if i is None
+                   else cell.with_ue_counts((i,), n_rbgs=n))
             label = str(i) if i is not None else "/".join(map(str, cell.ue_counts))
-            out.append((ScenarioConfig(replace_checked(cell, **changes), base.traffic,
-                                       base.channel, base.reward), label, n))
+            out.append((ScenarioConfig(row, base.traffic, base.channel, base.reward), label, n))
     return out
 
 
@@ -60,8 +58,3 @@ def simulate(base: ScenarioConfig, pairs: Sequence[Pair], *, ues=None, rbgs=None
             rows.append({"leader": leader, "followers": follower, "ues": ue_label, "rbgs": n,
                          "kpis": summarize(batches)})
     return rows
-
-
-def heuristic_pair(leader: str, follower: str) -> Pair:
-    """A :data:`Pair` of textgame heuristics by name."""
-    return leader, follower, lambda s: (make_leader(leader, s.cell), make_follower(follower))

@@ -18,7 +18,6 @@ import difflib
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import yaml
 from trl import TrlParser
 
-from textgame.config import ConfigError, fail_field
+from textgame.config import ConfigError
 
 EXIT_USAGE = 2
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "recipes" / "configs"
@@ -258,43 +257,6 @@ def set_num_threads(requested: int | None) -> int:
     n = num_threads(requested)
     torch.set_num_threads(n)
     return n
-
-
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-def check_learned(owner: str, name: str, spec: str, kind: str, path: str) -> None:
-    """``kind:path`` names something loadable: a directory (``marl``) or a policy directory or
-    a Hub repository id that resolves here (``llm``: :func:`check_policy_dir`)."""
-    if not path:
-        fail_field(owner, name, spec, f"'{kind}:' followed by a directory or Hub id")
-    if kind == "llm":
-        check_policy_dir(owner, name, path, spec)
-    elif not Path(path).exists():
-        fail_field(owner, name, spec, f"'{kind}:' followed by an existing directory")
-
-
-def check_policy_dir(owner: str, name: str, path: str, spec: str | None = None) -> Path:
-    """``path`` is a complete saved policy directory, or a Hub repository id whose policy
-    files can be had now (the local cache, or the Hub when it is reachable): resolved before
-    any work, so an unreachable id is one line, not a traceback mid-evaluation. Returns the
-    local directory."""
-    from trainers.runs.hub import HubError, check_layout, download
-
-    spec = path if spec is None else spec
-    if Path(path).exists():
-        try:
-            return check_layout(path)
-        except ValueError as error:
-            fail_field(owner, name, spec, f"a complete policy directory ({error})")
-    if not _HUB_ID.match(path):
-        fail_field(owner, name, spec, "an existing policy directory or a Hub repository id")
-    try:
-        return download(path)
-    except (HubError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0][:200]
-        fail_field(owner, name, spec, "a policy directory, or a Hub repository id reachable "
-                   f"from here or in the local cache (resolving it failed: {reason})")
 
 
 def load_scenario(text: str | None):

@@ -3,10 +3,12 @@
     agentic-mac distill --teacher max_weight/dictator --output_dir runs/student-mw
     agentic-mac distill --teacher llm:runs/tiny-cpu/final --output_dir runs/student-llm
     agentic-mac distill --teacher marl:runs/gmac/final --output_dir runs/student-gmac
+    agentic-mac distill --teacher student:runs/student-gmac/final --output_dir runs/student-2
     agentic-mac distill --teacher max_weight/dictator --baseline ppo --output_dir runs/fig14
 
-Options are the fields of ``DistillConfig``. Behaviour cloning on teacher rollouts, then DAgger
-rounds on the student's own states; prints the per-round agreement with the teacher and the
+Options are the fields of ``DistillConfig``; ``--teacher`` is a pair spec of
+:mod:`trainers.specs`, as evaluate's ``--policies``. Behaviour cloning on teacher rollouts, then
+DAgger rounds on the student's own states; prints the per-round agreement with the teacher and the
 retention table (student vs teacher leader utility and throughput at every I of ``eval_ues``).
 ``--baseline ppo`` also trains the same student architecture from scratch by PPO for the same
 wall time (``--baseline_seconds`` to set it) into ``output_dir/baseline-ppo`` and adds its
@@ -25,7 +27,9 @@ from trainers.cli.args import (
     run,
     set_num_threads,
 )
+from trainers.specs import check_spec, parse_spec
 from trainers.student.config import DistillConfig
+from trainers.student.teachers import FIELD
 
 PROG = "agentic-mac distill"
 
@@ -34,6 +38,8 @@ def distill(config: DistillConfig) -> dict:
     from trainers.student.distill import distill as run_distillation
     from trainers.student.retention import markdown
 
+    # a bad spec or a missing directory before any work; the distiller builds it
+    check_spec(parse_spec(config.teacher, field=FIELD), FIELD)
     check_output_dir_writable("output_dir", config.output_dir)
     check_run_dir("DistillConfig", config)
     set_num_threads(config.num_threads)

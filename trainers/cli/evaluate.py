@@ -6,9 +6,10 @@
                    MAPPO-S=marl:runs/mappo-s-I{ues}/final G-MAC=marl:runs/gmac-cpu/final \\
         --training_runs LLM=runs/tiny-cpu --output_dir runs/eval
 
-Policies (``[label=]spec``): a heuristic pair ``LEADER/FOLLOWER``; ``marl:DIR`` (MAPPO or G-MAC,
-``{ues}``/``{rbgs}`` in DIR filled per case: MAPPO-S); ``llm:DIR_OR_REPO`` (Stackelberg PPO
-adapters from a run's ``final/`` or the Hub). Suites: ues (I = 2..10), ues14 (I = 2..14; with
+Policies (``[label=]spec``, :mod:`trainers.specs`): a heuristic pair ``LEADER/FOLLOWER``;
+``marl:DIR`` (MAPPO or G-MAC, ``{ues}``/``{rbgs}`` in DIR filled per case: MAPPO-S);
+``student:DIR`` (a distilled student); ``llm:DIR_OR_REPO`` (Stackelberg PPO adapters from a
+run's ``final/`` or the Hub). Suites: ues (I = 2..10), ues14 (I = 2..14; with
 ``--training_sizes 2 4 6 8`` the trained and held-out sizes apart), rbgs (N = 3..8), tbler,
 traffic (Table III), legacy (Table VII), stress (Table VIII); see ``trainers/evaluation/suites.py``.
 Writes ``results.md``, ``results.csv``, ``episodes.csv`` (every episode's KPIs),
@@ -33,7 +34,6 @@ from pathlib import Path
 from textgame.config import check_int_at_least, fail_field
 from trainers.cli.args import (
     CLIError,
-    check_learned,
     check_output_dir_writable,
     load_scenario,
     parse,
@@ -41,6 +41,7 @@ from trainers.cli.args import (
     set_num_threads,
 )
 from trainers.evaluation.suites import SUITES
+from trainers.specs import check_spec, parse_spec
 
 ALL_SUITES = (*SUITES, "hcn")
 HCN_PARTITIONS = ("equal", "proportional", "random")
@@ -66,7 +67,7 @@ class EvaluateConfig:
 
     policies: list[str] = field(default_factory=lambda: list(DEFAULT_POLICIES), metadata={
         "help": "policy specs, each optionally 'label=spec': LEADER/FOLLOWER, marl:DIR, "
-                "llm:DIR_OR_REPO"})
+                "student:DIR, llm:DIR_OR_REPO"})
     suites: list[str] = field(default_factory=lambda: ["ues"], metadata={
         "help": f"scenario suites, any of {list(ALL_SUITES)} (hcn: the multi-cell network of "
                 "Table IV)"})
@@ -146,19 +147,15 @@ class EvaluateConfig:
 
 def preflight(args: EvaluateConfig):
     """Specs, cases, training runs and the output directory, checked before any work."""
-    from trainers.evaluation.suites import parse_policy, suite_cases
+    from trainers.evaluation.suites import suite_cases
 
-    try:
-        specs = [parse_policy(text) for text in args.policies]
-    except ValueError as error:
-        raise CLIError(str(error)) from None
+    specs = [parse_spec(text) for text in args.policies]  # errors: "policy 'x' is invalid"
     labels = [spec.label for spec in specs]
     if args.paired_against is not None and args.paired_against not in labels:
         fail_field(OWNER, "paired_against", args.paired_against,
                    f"the label of one of --policies {labels}")
     for spec in specs:
-        if spec.kind != "heuristic" and "{" not in spec.path:  # MAPPO-S paths: checked per case
-            check_learned(OWNER, "policies", f"{spec.kind}:{spec.path}", spec.kind, spec.path)
+        check_spec(spec, f"{OWNER}.policies")  # MAPPO-S paths ({ues}): per case, when built
     base = load_scenario(args.scenario) if args.scenario else None
     cases = [case for suite in args.suites if suite != "hcn"
              for case in suite_cases(suite, base)]

@@ -6,10 +6,11 @@
     agentic-mac simulate --leader llm:runs/tiny-cpu/final --followers llm:runs/tiny-cpu/final
 
 ``--leader`` and ``--followers`` are paired position by position (a single value pairs with all).
-A policy is a textgame heuristic by name, ``llm:DIR_OR_REPO`` (a trained adapter pair, its
-``leader`` or ``follower`` role) or ``marl:DIR`` (a MAPPO or G-MAC model). Each (pair, UE count,
-RBG count) is one row: the mean of every KPI over all episodes of all seeds, with the half-width
-of its 95 % confidence interval.
+A policy (:mod:`trainers.specs`, optionally ``label=spec``) is a textgame heuristic by name, or
+the ``leader`` or ``follower`` role of ``llm:DIR_OR_REPO`` (a trained adapter pair),
+``marl:DIR`` (a MAPPO or G-MAC model) or ``student:DIR`` (a distilled student). Each (pair, UE
+count, RBG count) is one row: the mean of every KPI over all episodes of all seeds, with the
+half-width of its 95 % confidence interval.
 """
 
 from __future__ import annotations
@@ -23,21 +24,21 @@ from tqdm.auto import tqdm
 
 from textgame.config import ScenarioConfig, check_int_at_least, fail_field
 from textgame.metrics import KPIS
-from textgame.policies import FOLLOWERS, LEADERS, make_follower, make_leader
+from textgame.policies import FOLLOWERS, LEADERS
 from textgame.simulate import DEFAULT_TABLE_KPIS, Pair, pair_policies, simulate
 from textgame.tables import kpi_csv, kpi_table
 from trainers.cli.args import (
     CLIError,
-    check_learned,
     check_output_dir_writable,
     load_scenario,
     parse,
     run,
 )
+from trainers.specs import PolicySpec, build_role, check_spec, parse_spec
 
 PROG = "agentic-mac simulate"
 OWNER = "SimulateConfig"
-KINDS = ("llm", "marl")
+ROLE_OF = {"leader": "leader", "followers": "follower"}  # option -> the role it names
 
 
 @dataclass
@@ -45,7 +46,8 @@ class SimulateConfig:
     """Options of ``agentic-mac simulate``.
 
     Parameters that choose the policies:
-        leader, followers: policies paired position by position (heuristics, ``llm:``, ``marl:``).
+        leader, followers: policies paired position by position (heuristics, ``llm:``,
+        ``marl:``, ``student:``).
     Parameters that choose the scenarios:
         scenario, ues, rbgs, tbler.
     Parameters of the runs and the output:
@@ -53,11 +55,11 @@ class SimulateConfig:
     """
 
     leader: list[str] = field(default_factory=lambda: ["max_weight"], metadata={
-        "help": f"leader (BS) policies: one of {sorted(LEADERS)}, 'llm:DIR_OR_REPO' or "
-                "'marl:DIR'"})
+        "help": f"leader (BS) policies: one of {sorted(LEADERS)}, 'marl:DIR', 'student:DIR' "
+                "or 'llm:DIR_OR_REPO', each optionally 'label=spec'"})
     followers: list[str] = field(default_factory=lambda: ["dictator"], metadata={
         "help": f"follower (UE) policies, paired with --leader: one of {sorted(FOLLOWERS)}, "
-                "'llm:DIR_OR_REPO' or 'marl:DIR'"})
+                "'marl:DIR', 'student:DIR' or 'llm:DIR_OR_REPO', each optionally 'label=spec'"})
     scenario: str | None = field(default=None, metadata={
         "help": "base scenario: a YAML file (sections cell/traffic/channel/reward, or under "
                 "'scenario') or a JSON object; default: the design doc's (§2)"})
@@ -89,50 +91,34 @@ class SimulateConfig:
         for kpi in self.kpis:
             if kpi not in KPIS:
                 fail_field(OWNER, "kpis", kpi, f"'all' or any of {list(KPIS)}")
-        for name, names in (("leader", LEADERS), ("followers", FOLLOWERS)):
-            for spec in getattr(self, name):
-                _check_spec(name, spec, names)
+        for name in ("leader", "followers"):
+            for text in getattr(self, name):
+                check_spec(self.spec(name, text), f"{OWNER}.{name}")
         if self.output_dir == "":
             fail_field(OWNER, "output_dir", "", "a directory path, or unset")
 
-
-def _check_spec(name: str, spec: str, heuristics) -> None:
-    kind, sep, path = spec.partition(":")
-    if sep and kind in KINDS:
-        check_learned(OWNER, name, spec, kind, path)
-        return
-    if spec not in heuristics:
-        fail_field(OWNER, name, spec, f"one of {sorted(heuristics)}, 'llm:DIR_OR_REPO' or "
-                   "'marl:DIR'")
+    @staticmethod
+    def spec(name: str, text: str) -> PolicySpec:
+        """The spec ``text`` of the option ``name`` ('leader' or 'followers')."""
+        return parse_spec(text, ROLE_OF[name], f"{OWNER}.{name}")
 
 
-def _learned(spec: str, role: int, ucm_levels: int):
-    """Role ``role`` (0 leader, 1 follower) of a learned policy spec."""
-    kind, _, path = spec.partition(":")
-    if kind == "llm":
-        from trainers.policy.scheduler import load_llm_policies
-
-        return load_llm_policies(path, ucm_levels=ucm_levels)[role]
-    from trainers.marl import load_marl_policies
-
-    return load_marl_policies(path)[role]
-
-
-def make_pair(leader: str, follower: str) -> Pair:
+def make_pair(leader: PolicySpec, follower: PolicySpec) -> Pair:
+    """A :data:`Pair` of one spec's leader role and another's follower role; the UEs of an LLM
+    role are the follower adapter, as asked for, also for a run trained with heuristic UEs."""
     def build(scenario: ScenarioConfig):
-        k = scenario.cell.ucm_levels
-        lead = (_learned(leader, 0, k) if ":" in leader
-                else make_leader(leader, scenario.cell))
-        follow = _learned(follower, 1, k) if ":" in follower else make_follower(follower)
-        return lead, follow
+        cell = scenario.cell
+        return (build_role(leader, "leader", cell, ues_as_trained=False),
+                build_role(follower, "follower", cell, ues_as_trained=False))
 
-    return leader, follower, build
+    return leader.label, follower.label, build
 
 
 def simulate_table(args: SimulateConfig) -> list[dict]:
     """Print (and write) the KPI table of ``args``; returns its rows."""
     try:
-        pairs = [make_pair(a, b) for a, b in pair_policies(args.leader, args.followers)]
+        pairs = [make_pair(args.spec("leader", a), args.spec("followers", b))
+                 for a, b in pair_policies(args.leader, args.followers)]
     except ValueError as error:
         raise CLIError(str(error)) from None
     out = check_output_dir_writable("output_dir", args.output_dir) if args.output_dir else None

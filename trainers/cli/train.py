@@ -23,7 +23,6 @@ from trl import ModelConfig
 from trainers.cli.args import (
     CLIError,
     check_output_dir_writable,
-    check_policy_dir,
     check_run_dir,
     check_trackers,
     parse,
@@ -31,6 +30,7 @@ from trainers.cli.args import (
     set_num_threads,
 )
 from trainers.policy.trunk import check_saved_trainable_layers
+from trainers.specs import check_policy_dir
 from trainers.stackelberg.config import StackelbergPPOConfig
 
 PROG = "agentic-mac train"

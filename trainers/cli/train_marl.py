@@ -61,12 +61,6 @@ class CellOverrides:
         return dataclasses.replace(config, scenario=scenario)  # validated again
 
 
-def with_ues(scenario: ScenarioConfig, n_ues: int) -> ScenarioConfig:
-    data = scenario.to_dict()
-    data["cell"].update(ue_counts=[n_ues], max_ues=None, ue_probs=None)
-    return ScenarioConfig.from_dict(data)
-
-
 def kpis(scenario: ScenarioConfig, leader, follower, episodes: int, seed: int) -> dict:
     from textgame.metrics import summarize
     from textgame.runner import run_episodes
@@ -94,7 +88,7 @@ def train_marl(config: MARLConfig, cells: CellOverrides) -> None:
     seed, episodes = config.seed + 1, config.eval_episodes
     name = {"mappo": "MAPPO", "gmac": "G-MAC"}[config.algo]
     scenarios = [("training cell", trainer.scenario)]
-    scenarios += [(f"I = {n}", with_ues(trainer.scenario, n)) for n in cells.eval_ues]
+    scenarios += [(f"I = {n}", trainer.scenario.with_ue_counts((n,))) for n in cells.eval_ues]
     for title, scenario in scenarios:
         rows = {f"{name} (sampled)": trainer.evaluate(scenario, episodes, False, seed),
                 f"{name} (greedy)": trainer.evaluate(scenario, episodes, True, seed)}

@@ -8,8 +8,8 @@ paper's claim that throughput per cell at C = 16 stays within 10 % of C = 1.
     agentic-mac evaluate --suites hcn --policies Max-Weight=max_weight/dictator \\
         S-ALOHA=idle/s_aloha --episodes 32 --output_dir runs/eval-hcn
 
-Policy specs are those of :func:`trainers.evaluation.suites.parse_policy`; every kind plays
-unchanged on each DBS through :func:`~trainers.evaluation.suites.load_policies` (a MARL model
+Policy specs are those of :func:`trainers.specs.parse_spec`; every kind plays
+unchanged on each DBS through :func:`~trainers.specs.build_policy` (a MARL model
 needs N_view = the N it was trained with: Equal partitions only; LLM adapters play through
 :mod:`trainers.policy.scheduler`).
 """
@@ -26,7 +26,7 @@ from textgame.network_config import NetworkConfig
 from textgame.network_metrics import run_network_episodes
 from textgame.partition import PARTITIONS
 from trainers.evaluation.report import _pyplot, _save, line_style
-from trainers.evaluation.suites import PolicySpec, load_policies
+from trainers.specs import PolicySpec, build_policy
 
 HCN_CELLS = (1, 2, 4, 8, 16)
 HCN_NUMERIC_CELLS = HCN_CELLS + (32, 64)
@@ -54,7 +54,7 @@ def evaluate_hcn(specs: Sequence[PolicySpec], base: NetworkConfig | Mapping | No
             raise ValueError(f"partition {name!r} is unknown; allowed: {sorted(PARTITIONS)}")
     rows = []
     for spec in specs:
-        leader, follower = load_policies(spec, base.scenario.cell)
+        leader, follower = build_policy(spec, base.scenario.cell)
         for partition in partitions:
             for c in cells or HCN_NUMERIC_CELLS:
                 config = dataclasses.replace(base, n_cells=c, partition=partition)

@@ -7,14 +7,11 @@ A *suite* is a list of :class:`Case` (one scenario each, built from a base scena
 - ``legacy``: agentic + legacy (S-ALOHA) UE mixes at three loads (Table VII);
 - ``stress``: the static stress test of Table VIII (full buffers, fixed heterogeneous channels).
 
-A *policy spec* names what plays (:func:`parse_policy`), optionally as ``label=spec``:
-
-- ``max_weight/dictator``: a textgame heuristic leader / follower pair;
-- ``marl:DIR``: a MAPPO or G-MAC checkpoint of :mod:`trainers.marl`; ``{ues}`` and ``{rbgs}``
-  in DIR are filled per case, so ``marl:runs/mappo-s-I{ues}`` is MAPPO-S (retrained per I);
-- ``student:DIR``: a distilled real-time student (:mod:`trainers.student`), any I;
-- ``llm:DIR_OR_REPO``: Stackelberg PPO adapters (``trainer.save_model`` or the Hub) on their base
-  model; the UEs are played as in training (LLM, or the Dictator ablation's obedient UEs).
+A *policy spec* names what plays (:mod:`trainers.specs`, optionally as ``label=spec``): a
+heuristic pair ``max_weight/dictator``, ``marl:DIR`` (``{ues}`` and ``{rbgs}`` in DIR filled per
+case: MAPPO-S), ``student:DIR`` or ``llm:DIR_OR_REPO``. LLM adapters play through the batched
+rollout of training (their UEs as trained: the LLM, or the Dictator ablation's obedient UEs),
+every other kind through :func:`trainers.specs.build_policy`.
 
 Every policy meets the same environment seeds in a case (common random numbers), so differences
 between policies are not sampling noise of the scenarios.
@@ -30,14 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from textgame.config import ScenarioConfig, check_int_at_least
-from textgame.policies import (
-    FOLLOWERS,
-    LEADERS,
-    MixedFollower,
-    make_follower,
-    make_leader,
-)
+from textgame.policies import MixedFollower, make_follower
 from textgame.runner import batch_seeds, run_episodes
+from trainers.specs import PolicySpec, build_policy
 
 SUITES = ("ues", "ues14", "rbgs", "tbler", "traffic", "legacy", "stress")
 TBLERS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -68,101 +60,38 @@ def _merge(base: dict, changes: dict) -> dict:
     return out
 
 
-def _fixed_ues(n: int) -> dict:
-    return {"ue_counts": [n], "ue_probs": None, "max_ues": None}
-
-
 def suite_cases(suite: str, base: dict | ScenarioConfig | None = None) -> list[Case]:
     """The cases of ``suite`` on top of ``base`` (a scenario or its mapping; None = design §2)."""
     if suite not in SUITES:
         raise ValueError(f"suite {suite!r} is unknown; allowed: {list(SUITES)}")
-    if isinstance(base, ScenarioConfig):
-        base = base.to_dict()
-    base = ScenarioConfig.from_dict(base).to_dict()  # validates and fills every field
+    if not isinstance(base, ScenarioConfig):
+        base = ScenarioConfig.from_dict(base)  # validates and fills every field
 
-    def case(label, x, changes, legacy=0) -> Case:
-        return Case(suite, label, x, ScenarioConfig.from_dict(_merge(base, changes)), legacy)
+    def case(label, x, n_ues, cell=None, changes=None, legacy=0) -> Case:
+        """The case of I = ``n_ues`` with ``cell`` fields and other sections' ``changes``."""
+        scenario = base.with_ue_counts((n_ues,), **(cell or {}))
+        if changes:
+            scenario = ScenarioConfig.from_dict(_merge(scenario.to_dict(), changes))
+        return Case(suite, label, x, scenario, legacy)
 
     if suite in ("ues", "ues14"):  # ues14: I past the paper's 10, for held-out cell sizes
         last = 10 if suite == "ues" else 14
-        return [case(f"I={i}", i, {"cell": {**_fixed_ues(i), "n_rbgs": 4}})
-                for i in range(2, last + 1)]
+        return [case(f"I={i}", i, i, {"n_rbgs": 4}) for i in range(2, last + 1)]
     if suite == "rbgs":
-        return [case(f"N={n}", n, {"cell": {**_fixed_ues(5), "n_rbgs": n}}) for n in range(3, 9)]
+        return [case(f"N={n}", n, 5, {"n_rbgs": n}) for n in range(3, 9)]
     if suite == "tbler":
-        return [case(f"TBLER={p:g}", p, {"cell": {**_fixed_ues(5), "tbler": p}}) for p in TBLERS]
+        return [case(f"TBLER={p:g}", p, 5, {"tbler": p}) for p in TBLERS]
     if suite == "traffic":
-        return [case(name, name, {"cell": _fixed_ues(5),
-                                  "traffic": {"models": [_MODELS[c] for c in code]}})
+        return [case(name, name, 5, changes={"traffic": {"models": [_MODELS[c] for c in code]}})
                 for name, code in TRAFFIC_CASES.items()]
     if suite == "legacy":
-        return [case(f"{5 - k} agentic + {k} legacy, lambda={lam:g}", f"{5 - k}A+{k}L",
-                     {"cell": _fixed_ues(5), "traffic": {"bernoulli_rates": [lam]}}, legacy=k)
+        return [case(f"{5 - k} agentic + {k} legacy, lambda={lam:g}", f"{5 - k}A+{k}L", 5,
+                     changes={"traffic": {"bernoulli_rates": [lam]}}, legacy=k)
                 for lam in LEGACY_LOADS for k in LEGACY_MIXES]
     # Table VIII: five UEs that always have data, on fixed channels poor..good that never move.
-    return [case("stress", "stress", {
-        "cell": _fixed_ues(5),
+    return [case("stress", "stress", 5, changes={
         "traffic": {"models": ["bernoulli"], "bernoulli_rates": [1.0], "initial_dpdus": 100},
         "channel": {"initial": "fixed", "fixed_states": [2, 1, 0, 2, 0], "stay_prob": 1.0}})]
-
-
-# ------------------------------------------------------------------------------ policy specs
-@dataclass(frozen=True)
-class PolicySpec:
-    label: str
-    kind: str  # "heuristic", "marl", "student" or "llm"
-    leader: str = ""
-    follower: str = ""
-    path: str = ""
-
-    def path_for(self, case: Case) -> str:
-        """``path`` with ``{ues}`` / ``{rbgs}`` filled from the case (MAPPO-S: one run per I)."""
-        cell = case.scenario.cell
-        return self.path.format(ues=cell.max_ues, rbgs=cell.n_rbgs)
-
-
-def parse_policy(text: str) -> PolicySpec:
-    """``[label=]leader/follower`` | ``[label=]marl:DIR`` | ``[label=]student:DIR`` |
-    ``[label=]llm:DIR_OR_REPO``."""
-    label, _, spec = text.rpartition("=") if "=" in text.split(":", 1)[0] else ("", "", text)
-    kind, sep, path = spec.partition(":")
-    if sep and kind in ("marl", "student", "llm"):
-        if not path:
-            raise ValueError(f"policy {text!r}: {kind}: needs a directory or Hub id")
-        return PolicySpec(label or spec, kind, path=path)
-    leader, sep, follower = spec.partition("/")
-    if not sep or leader not in LEADERS or follower not in FOLLOWERS:
-        raise ValueError(f"policy {text!r} is invalid; allowed: 'LEADER/FOLLOWER' with LEADER in "
-                         f"{sorted(LEADERS)} and FOLLOWER in {sorted(FOLLOWERS)}, 'marl:DIR', "
-                         "'student:DIR' or 'llm:DIR_OR_REPO', each optionally prefixed by 'label='")
-    return PolicySpec(label or spec, "heuristic", leader, follower)
-
-
-def load_policies(spec: PolicySpec, cell, path: str | None = None, where: str = ""):
-    """(leader, follower) textgame policies of ``spec`` for cells like ``cell``; ``path``
-    overrides the spec's (MAPPO-S per case). LLM adapters play through
-    :mod:`trainers.policy.scheduler` (their UEs as trained: the LLM or a heuristic)."""
-    path = spec.path if path is None else path
-    where = f" (for {where})" if where else ""
-    if spec.kind == "marl":
-        from trainers.marl import load_marl_policies
-
-        if not Path(path).is_dir():
-            raise ValueError(f"policy {spec.label!r}: no MARL model directory {path}{where}; "
-                             "train one with agentic-mac train-marl")
-        return load_marl_policies(path)
-    if spec.kind == "student":
-        from trainers.student.policies import load_student
-
-        if not (Path(path) / "student_config.json").is_file():
-            raise ValueError(f"policy {spec.label!r}: no student directory {path}{where}; "
-                             "distil one with agentic-mac distill")
-        return load_student(path)
-    if spec.kind == "llm":
-        from trainers.policy.scheduler import load_llm_policies
-
-        return load_llm_policies(path, ucm_levels=cell.ucm_levels, ues_as_trained=True)
-    return make_leader(spec.leader, cell), make_follower(spec.follower)
 
 
 # -------------------------------------------------------------------------------- evaluator
@@ -187,8 +116,7 @@ class Evaluator:
         seed = self.seed if seed is None else seed
         if spec.kind == "llm":
             return self._run_llm(spec, case, on_batch, seed)
-        leader, follower = load_policies(spec, case.scenario.cell, spec.path_for(case),
-                                         case.label)
+        leader, follower = build_policy(spec, case.scenario.cell, where=case.label)
         if case.legacy_ues:
             follower = MixedFollower(follower, make_follower("s_aloha"), case.legacy_ues)
         return run_episodes(case.scenario, leader, follower, self.episodes,
@@ -204,8 +132,8 @@ class Evaluator:
         from trainers.policy.scheduler import load_llm, trained_config
         from trainers.stackelberg.rollout import RolloutWorker
 
-        policy, tokenizer, trained = load_llm(spec.path_for(case), self.base_model,
-                                              self.device)
+        policy, tokenizer, trained = load_llm(spec.path_for(case.scenario.cell),
+                                              self.base_model, self.device)
         workers: dict[int, RolloutWorker] = {}
 
         def worker(size: int) -> RolloutWorker:  # one per batch size: B shapes every draw

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textgame.config import CellConfig, ScenarioConfig, replace_checked
+from textgame.config import CellConfig, ScenarioConfig
 from textgame.policies import make_leader
 from textgame.prompts import TextConfig
 from textgame.text_env import TextStackelbergEnv
@@ -44,8 +44,7 @@ def game_corpus(seed: int = 0, ttis: int = 3) -> list[str]:
     texts = []
     for k, n_ues in enumerate(range(1, 13)):
         for n_rbgs in (1 + k % 8, 8 - k % 4):
-            cell = replace_checked(CellConfig(), n_rbgs=n_rbgs, ue_counts=(n_ues,),
-                                   episode_ttis=ttis)
+            cell = CellConfig().with_ue_counts((n_ues,), n_rbgs=n_rbgs, episode_ttis=ttis)
             env = TextStackelbergEnv(ScenarioConfig(cell=cell), n_envs=2,
                                      config=TextConfig(history_ttis=k % 2))
             leader = make_leader(("random", "round_robin", "max_weight")[k % 3], cell)

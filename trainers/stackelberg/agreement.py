@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from textgame.config import ScenarioConfig, replace_checked
+from textgame.config import ScenarioConfig
 from textgame.metrics import summarize
 from textgame.parsing import read_dcm, read_follower
 from textgame.policies import make_leader
@@ -103,9 +103,9 @@ def expert_agreement(policy, tokenizer, config: StackelbergPPOConfig, *, episode
     out: dict[str, float] = {}
     total = _Tally()
     for n_ues in ue_counts or base.cell.ue_counts:
-        cell = replace_checked(base.cell, ue_counts=(n_ues,), ue_probs=None,
-                               episode_ttis=episode_ttis or base.cell.episode_ttis)
-        scenario = dataclasses.replace(base, cell=cell)
+        padded = base.cell.max_ues != max(base.cell.ue_counts)  # a churn cell's join slots
+        scenario = base.with_ue_counts((n_ues,), max_ues=base.cell.max_ues if padded else None,
+                                       episode_ttis=episode_ttis or base.cell.episode_ttis)
         tally = _Tally()
         summary = summarize(_play(policy, tokenizer, config, scenario, episodes, seed + n_ues,
                                   tally))

@@ -17,12 +17,6 @@ from textgame.runner import run_episodes
 RETAINED = ("leader_utility", "throughput_mbps")
 
 
-def with_ues(scenario: ScenarioConfig, n_ues: int) -> ScenarioConfig:
-    data = scenario.to_dict()
-    data["cell"].update(ue_counts=[n_ues], ue_probs=None, max_ues=None)
-    return ScenarioConfig.from_dict(data)
-
-
 def mean_kpis(scenario: ScenarioConfig, leader: LeaderPolicy, follower: FollowerPolicy,
               episodes: int, seed: int) -> dict[str, float]:
     result = run_episodes(scenario, leader, follower, episodes, min(episodes, 64), seed)
@@ -36,7 +30,7 @@ def retention_table(scenario: ScenarioConfig, student: tuple, teacher: tuple,
     ``baseline`` (the undistilled student) also its KPIs and ratios (``baseline_*``)."""
     rows = []
     for n_ues in ues:
-        case = with_ues(scenario, n_ues)
+        case = scenario.with_ue_counts((n_ues,))
         theirs = mean_kpis(case, *teacher, episodes, seed)
         row: dict = {"ues": n_ues}
         players = {"student": student} if baseline is None else {"student": student,

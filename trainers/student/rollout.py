@@ -20,7 +20,7 @@ from textgame.game import StackelbergGame
 from textgame.metrics import EpisodeKPIs
 from trainers.student.model import StudentModel
 from trainers.student.policies import StudentFollower, StudentLeader
-from trainers.student.teachers import Teacher, tell_executed
+from trainers.student.teachers import Teacher
 
 KPI_KEYS = ("leader_utility", "follower_utility", "throughput_mbps", "fairness",
             "collision_rate")
@@ -69,7 +69,7 @@ def collect(student: StudentModel, teacher: Teacher, scenario: ScenarioConfig, e
             by_teacher = mix.random(size) < beta  # (B,)
             dcm = np.where(by_teacher[:, None], label, own)
             leader.executed(dcm, obs.active)
-            tell_executed(teacher.leader, dcm, obs.active)
+            teacher.executed(dcm, obs.active)
             width = cell.max_ues
             ue_x, mask = pad_ues(torch.from_numpy(leader.last["ue_x"]),
                                  torch.from_numpy(leader.last["mask"]), width)
