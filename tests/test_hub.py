@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from huggingface_hub import EvalResult, ModelCard
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.utils import set_client_factory
 from huggingface_hub.utils._http import default_client_factory, hf_request_event_hook
@@ -32,6 +33,7 @@ except ImportError:  # pragma: no cover
     import httpx as httpx2
 
 from trainers.runs.hub import (
+    CITATION,
     MODEL_CARD,
     HubError,
     download,
@@ -41,6 +43,7 @@ from trainers.runs.hub import (
 )
 from trainers.stackelberg.config import StackelbergPPOConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 ENDPOINT = "http://hub.test"
 REPO_ID = "mac-lab/agentic-mac-tiny"
 TOKEN = "hf_FakeTokenThatMustNeverLeak0123456789"
@@ -224,6 +227,63 @@ def test_model_card_without_kpis_has_no_evaluation_section(config):
     assert "## Evaluation" not in card
 
 
+def written_card(folder: Path, config: StackelbergPPOConfig, kpis) -> ModelCard:
+    """The card of ``model_card`` written into ``folder`` and read back by huggingface_hub."""
+    ModelCard(model_card(base_model=BASE_MODEL, config=config, kpis=kpis,
+                         repo_id=REPO_ID)).save(folder / MODEL_CARD)
+    return ModelCard.load(folder / MODEL_CARD)
+
+
+def test_model_card_metadata_reads_back_with_huggingface_hub(config, tmp_path):
+    card = written_card(tmp_path, config, KPIS)
+    assert card.data.base_model == BASE_MODEL and card.data.library_name == "peft"
+    assert card.data.model_name == "agentic-mac-tiny"
+    assert "arxiv:2510.10895" in card.data.tags
+
+
+def test_model_index_holds_the_final_evaluation_of_the_pushed_policy_only(config, tmp_path):
+    card = written_card(tmp_path, config, KPIS)
+    cell = "uplink OFDMA cell, I in [3, 4, 5], N = 4, T = 50"  # the design's training cell
+    common = dict(task_type="reinforcement-learning", dataset_type="agentic-mac-textgame",
+                  dataset_name=cell,
+                  task_name="Uplink MAC protocol (multi-follower Stackelberg game)")
+    assert card.data.eval_results == [  # KPIS' first row; Max-Weight is only in the table
+        EvalResult(metric_type="throughput_mbps", metric_value=12.345,
+                   metric_name="throughput_mbps (± 0.21, 95 % CI)", **common),
+        EvalResult(metric_type="jfi", metric_value=0.93, metric_name="jfi", **common),
+        EvalResult(metric_type="collisions", metric_value=3.0, metric_name="collisions",
+                   **common)]
+
+
+def test_model_index_skips_undefined_and_text_values(config, tmp_path):
+    kpis = {"LLM": {"fairness": float("nan"), "note": "greedy", "throughput_mbps": 2.5}}
+    card = written_card(tmp_path, config, kpis)
+    assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [
+        ("throughput_mbps", 2.5)]
+
+
+def test_model_card_without_an_evaluation_has_no_model_index(config, tmp_path):
+    card = written_card(tmp_path, config, None)
+    assert card.data.eval_results is None and "model-index" not in str(card)
+    assert card.data.base_model == BASE_MODEL
+
+
+def test_model_card_cites_the_paper_as_the_readme_does(config):
+    card = model_card(base_model=BASE_MODEL, config=config, kpis=None, repo_id=REPO_ID)
+    readme = (ROOT / "README.md").read_text()
+    assert f"```bibtex\n{CITATION}\n```" in card
+    assert f"```bibtex\n{CITATION}\n```" in readme
+    assert "LLM-Empowered Agentic MAC Protocols: A Dynamic Stackelberg Game Approach" in CITATION
+    assert "arXiv:2510.10895" in CITATION
+
+
+def test_model_card_is_built_offline(config, monkeypatch):
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    card = model_card(base_model=BASE_MODEL, config=config, kpis=KPIS, repo_id=REPO_ID)
+    assert card.startswith("---\n") and card.endswith("```\n")
+
+
 # ----------------------------------------------------------------------------------- push
 def test_push_creates_a_private_repo_then_commits(hub, policy_dir, config):
     url = push(policy_dir, config)
@@ -248,6 +308,9 @@ def test_pushed_card_names_base_model_and_shows_kpis(hub, policy_dir, config):
     assert front_matter(card)["base_model"] == BASE_MODEL
     assert "| LLM leader (I=4) | 12.35 ± 0.21 | 0.93 | 3 |" in card
     assert f"hub_model_id: {REPO_ID}" in card
+    written = ModelCard.load(policy_dir / MODEL_CARD)  # the uploaded file
+    assert str(written) == card
+    assert [r.metric_value for r in written.data.eval_results] == [12.345, 0.93, 3.0]
 
 
 def test_token_is_sent_only_in_the_authorization_header(hub, policy_dir, config):

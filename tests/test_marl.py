@@ -205,6 +205,51 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
         r["leader_utility"] for r in straight.history]
 
 
+def test_checkpoint_state_is_readable_json_and_tensors_only(tmp_path):
+    trainer = MARLTrainer(tiny_config(tmp_path, total_updates=2, save_every=1))
+    trainer.train()
+    checkpoint = tmp_path / "checkpoint-2"
+    assert not (checkpoint / "trainer_state.pt").exists()
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["update"] == 2 and [r["update"] for r in state["history"]] == [1, 2]
+    assert state["schedulers"]["leader"]["last_epoch"] == 2  # two cosine steps
+    optimizers = torch.load(checkpoint / "optimizer.pt", weights_only=True)["optimizers"]
+    for role in ("leader", "follower"):
+        ours = trainer.optimizers[role].state_dict()["state"]
+        assert all(torch.equal(ours[k]["exp_avg"], v["exp_avg"])
+                   for k, v in optimizers[role]["state"].items())
+
+
+def as_older_checkpoint(checkpoint) -> None:
+    """Rewrite ``checkpoint`` as the MARL trainer saved it before trainer_state.json: one
+    ``torch.save`` of {update, history, optimizers, schedulers} in ``trainer_state.pt``."""
+    from trainers.runs.run_dir import load_trainer_state, write_manifest
+
+    state = load_trainer_state(checkpoint)
+    torch.save({k: state[k] for k in ("update", "history", "optimizers", "schedulers")},
+               checkpoint / "trainer_state.pt")
+    (checkpoint / "trainer_state.json").unlink()
+    (checkpoint / "optimizer.pt").unlink()
+    write_manifest(checkpoint, int(checkpoint.name.rsplit("-", 1)[1]))
+
+
+def test_a_checkpoint_of_the_older_format_resumes_bit_identically(tmp_path):
+    straight = MARLTrainer(tiny_config(tmp_path / "a", total_updates=4, save_every=2))
+    straight.train()
+    MARLTrainer(tiny_config(tmp_path / "b", total_updates=4, save_every=2)).train(stop_at=2)
+    as_older_checkpoint(tmp_path / "b" / "checkpoint-2")
+    resumed = MARLTrainer(tiny_config(tmp_path / "b", total_updates=4, save_every=2,
+                                      resume_from_checkpoint=True))
+    resumed.train()
+    assert resumed.update == 4
+    for (name, a), b in zip(straight.agents.state_dict().items(),
+                            resumed.agents.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert [r["leader_utility"] for r in resumed.history] == [
+        r["leader_utility"] for r in straight.history]
+    assert (tmp_path / "b" / "checkpoint-4" / "trainer_state.json").is_file()  # new format on
+
+
 def test_saved_model_loads_as_textgame_policies(tmp_path):
     trainer = MARLTrainer(tiny_config(tmp_path, algo="gmac", total_updates=1))
     trainer.train()

@@ -29,6 +29,7 @@ from trainers.runs.run_dir import (
     latest_complete_checkpoint,
     list_checkpoints,
     load_state,
+    load_trainer_state,
     resume_option,
     rng_state,
     set_rng_state,
@@ -290,18 +291,24 @@ def test_trainer_writes_an_undefined_explained_variance_as_null(tmp_path, monkey
     marl(tmp_path).train()
     records = strict_lines(tmp_path / "metrics.jsonl")
     assert [r["leader/explained_variance"] for r in records] == [None, None]
+    state = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())
+    assert [r["leader/explained_variance"] for r in state["history"]] == [None, None]
     assert all(math.isnan(r["leader/explained_variance"])
-               for r in load_state(tmp_path / "checkpoint-2" / "trainer_state.pt")["history"])
+               for r in load_trainer_state(tmp_path / "checkpoint-2")["history"])
 
 
-def test_trainer_refuses_a_checkpoint_holding_a_pickled_object(tmp_path):
+@pytest.mark.parametrize("name", ["optimizer.pt", "trainer_state.pt"])  # new, older format
+def test_trainer_refuses_a_checkpoint_holding_a_pickled_object(tmp_path, name):
     marl(tmp_path / "run").train()
     checkpoint = tmp_path / "run" / "checkpoint-2"
-    state = load_state(checkpoint / "trainer_state.pt")
-    payload = Payload(tmp_path / "constructed")
-    torch.save({**state, "payload": payload}, checkpoint / "trainer_state.pt")
+    if name == "trainer_state.pt":  # the older checkpoint: one torch.save of the whole state
+        (checkpoint / "trainer_state.json").unlink(), (checkpoint / "optimizer.pt").unlink()
+        state = {"update": 2, "history": [], "optimizers": {}, "schedulers": {}}
+    else:
+        state = load_state(checkpoint / name)
+    torch.save({**state, "payload": Payload(tmp_path / "constructed")}, checkpoint / name)
     write_manifest(checkpoint, 2)  # a well-formed checkpoint, as if from elsewhere
-    with pytest.raises(CheckpointError, match=r"trainer_state\.pt cannot be loaded"):
+    with pytest.raises(CheckpointError, match=rf"{re.escape(name)} cannot be loaded"):
         marl(tmp_path / "run", total_updates=3, resume_from_checkpoint=True).train()
     assert not (tmp_path / "constructed").exists()
 

@@ -20,7 +20,14 @@ from textgame.config import (
     scenario_field,
 )
 from textgame.config import fail_field as _fail_field
-from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
+from trainers.runs.run_dir import (
+    DISABLE_TQDM_HELP,
+    OVERWRITE_HELP,
+    REPORT_TO_HELP,
+    RESUME_HELP,
+    report_to_option,
+    resume_option,
+)
 from trainers.stackelberg.config import _help
 
 ALGOS = ("mappo", "gmac")
@@ -59,7 +66,7 @@ class MARLConfig:
         ppo_epochs, normalize_advantages
     Parameters of the run and its checkpoints:
         seed, num_threads, output_dir, save_every, save_total_limit, resume_from_checkpoint,
-        overwrite_output_dir, log_every, eval_episodes
+        overwrite_output_dir, log_every, report_to, disable_tqdm, eval_episodes
     """
 
     # ---------------------------------------------------------------- algorithm and game
@@ -138,6 +145,8 @@ class MARLConfig:
     resume_from_checkpoint: str | None = _help(RESUME_HELP, default=None)
     overwrite_output_dir: bool = _help(OVERWRITE_HELP, default=False)
     log_every: int = _help("Write metrics every this many updates.", default=1)
+    report_to: list[str] = _help(REPORT_TO_HELP, default_factory=list)
+    disable_tqdm: bool = _help(DISABLE_TQDM_HELP, default=False)
     eval_episodes: int = _help("Episodes of the final evaluation in the recipe.", default=128)
 
     def __post_init__(self) -> None:
@@ -171,6 +180,9 @@ class MARLConfig:
             check_positive(OWNER, name, getattr(self, name))
         self.resume_from_checkpoint = resume_option(OWNER, self.resume_from_checkpoint,
                                                     self.overwrite_output_dir)
+        self.report_to = report_to_option(OWNER, self.report_to)
+        if not isinstance(self.disable_tqdm, bool):
+            _fail("disable_tqdm", self.disable_tqdm, "True or False")
 
     # --------------------------------------------------------------------------- derived
     def scenario_config(self) -> ScenarioConfig:

@@ -35,17 +35,19 @@ from trainers.marl.rollout import collect
 from trainers.ppo import explained_variance, lr_scheduler, ppo_losses
 from trainers.runs.run_dir import (
     CHECKPOINT_PREFIX,
-    TRAINER_STATE,
+    TRACKER_PROJECT,
+    Trackers,
     begin_checkpoint,
     checkpoint_problem,
     finish_checkpoint,
     latest_complete_checkpoint,
     list_checkpoints,
     load_json,
-    load_state,
+    load_trainer_state,
     open_run,
     rng_state,
     save_json,
+    save_trainer_state,
     set_rng_state,
     write_metrics,
 )
@@ -108,6 +110,7 @@ class MARLTrainer:
         self.output_dir = Path(config.output_dir)
         self.update = 0
         self.history: list[dict] = []
+        self.trackers = Trackers((), self.output_dir, {})  # report_to's, while training
         self._started = False
 
     # --------------------------------------------------------------------------- training
@@ -117,13 +120,14 @@ class MARLTrainer:
         c = self.config
         if not self._started:  # output_dir checked, checkpoint loaded: once per trainer
             checkpoint = open_run(OWNER, self.output_dir, c.resume_from_checkpoint,
-                                  c.overwrite_output_dir)
+                                  c.overwrite_output_dir, (TRACKER_PROJECT,))
             if checkpoint is not None:
                 self.load_checkpoint(checkpoint)
             self._started = True
         end = c.total_updates if stop_at is None else min(stop_at, c.total_updates)
+        self.trackers = Trackers(c.report_to, self.output_dir, vars(c))
         bar = tqdm(range(self.update, end), initial=self.update, total=c.total_updates,
-                   unit="update", desc=c.algo)
+                   unit="update", desc=c.algo, disable=c.disable_tqdm)
         for update in bar:
             record = self.train_update(update)
             bar.set_postfix(leader=f"{record['leader_utility']:.3f}",
@@ -134,6 +138,7 @@ class MARLTrainer:
                 self.save_checkpoint()
         if checkpoint_problem(self.output_dir / f"{CHECKPOINT_PREFIX}{self.update}"):
             self.save_checkpoint()
+        self.trackers.finish()
         return self.history
 
     def train_update(self, update: int) -> dict:
@@ -188,6 +193,7 @@ class MARLTrainer:
     # ----------------------------------------------------------------------------- logging
     def log(self, record: dict) -> None:
         self.history.append(record)
+        self.trackers.log(record, "update")
         if record["update"] % self.config.log_every:
             return
         write_metrics(self.output_dir, self._logged(), "update", append=record)
@@ -204,21 +210,21 @@ class MARLTrainer:
         return latest_complete_checkpoint(self.output_dir)
 
     def save_checkpoint(self) -> Path:
-        """``output_dir/checkpoint-<update>``: a loadable model plus the trainer state."""
+        """``output_dir/checkpoint-<update>``: a loadable model plus the trainer state
+        (``trainer_state.json``: the update, history and schedulers; ``optimizer.pt``)."""
         tmp = begin_checkpoint(self.output_dir, self.update)
         self.agents.save(tmp)
-        torch.save({"update": self.update, "history": self.history,
-                    "optimizers": {r: o.state_dict() for r, o in self.optimizers.items()},
-                    "schedulers": {r: s.state_dict() for r, s in self.schedulers.items()}},
-                   tmp / TRAINER_STATE)
+        save_trainer_state(tmp, self.update, self.history, self.optimizers, self.schedulers,
+                           step="update")
         save_json(tmp / RNG_STATE, rng_state({}))
         return finish_checkpoint(tmp, self.config.save_total_limit)
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Everything :meth:`save_checkpoint` wrote, without unpickling objects."""
+        """Everything :meth:`save_checkpoint` wrote, or the single ``trainer_state.pt`` of a
+        checkpoint from before ``trainer_state.json``, without unpickling objects."""
         path = Path(path)
         self.agents.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-        state = load_state(path / TRAINER_STATE)
+        state = load_trainer_state(path)
         self.update, self.history = state["update"], state["history"]
         for role in ROLES:
             self.optimizers[role].load_state_dict(state["optimizers"][role])

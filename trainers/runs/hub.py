@@ -2,8 +2,9 @@
 
 A pushed repository holds exactly what is needed to play the game again: the two PEFT adapters
 (``leader/`` = base station, ``follower/`` = every UE), the value heads of both roles and a model
-card (base model, training config, evaluation KPIs). :func:`download` gives back a directory with
-that layout from a local path or a repo id.
+card (``huggingface_hub.ModelCard``: base model, model-index of the final evaluation, training
+config, citation). :func:`download` gives back a directory with that layout from a local path
+or a repo id.
 
 The Hub token is passed straight to ``huggingface_hub`` and used there only for the
 ``Authorization`` header: it is never logged, never written to a file, and errors raised while
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import numbers
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -22,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from huggingface_hub import HfApi, ModelCardData, snapshot_download
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, snapshot_download
 
 from grammars import ROLES
+from textgame.metrics import Summary
 from textgame.tables import kpi_table
 from trainers.stackelberg.config import StackelbergPPOConfig
 
@@ -36,7 +40,7 @@ VALUE_HEADS_CONFIG = "value_heads.json"
 MODEL_CARD = "README.md"
 TRAINER_CONFIG = "trainer_config.json"  # the StackelbergPPOConfig a policy was trained with
 TAGS = ("agentic-mac", "reinforcement-learning", "wireless", "mac-protocol", "stackelberg", "ppo",
-        "lora")
+        "lora", "arxiv:2510.10895")
 DEFAULT_COMMIT_MESSAGE = "Upload Stackelberg PPO adapters, value heads and model card"
 # Config fields that could ever hold a credential are left out of the card whatever they contain.
 _SECRET_FIELD = re.compile(r"token|secret|password|api_key|credential", re.IGNORECASE)
@@ -71,25 +75,75 @@ def check_layout(folder: str | Path) -> Path:
 def model_card(*, base_model: str, config: StackelbergPPOConfig,
                kpis: Mapping[str, Mapping[str, Any]] | None = None, repo_id: str,
                license: str = "apache-2.0") -> str:
-    """README.md of a pushed policy: front matter, adapters, usage, KPIs, training config.
+    """README.md of a pushed policy (:func:`build_model_card`'s text)."""
+    return str(build_model_card(base_model=base_model, config=config, kpis=kpis,
+                                repo_id=repo_id, license=license))
 
-    ``kpis`` maps a policy/scenario label to ``{kpi_name: value}`` where a value is a number or
-    a ``(mean, ci95)`` pair.
+
+def build_model_card(*, base_model: str, config: StackelbergPPOConfig,
+                     kpis: Mapping[str, Mapping[str, Any]] | None = None, repo_id: str,
+                     license: str = "apache-2.0") -> ModelCard:
+    """``ModelCard.from_template`` of :data:`CARD_TEMPLATE`: ``ModelCardData`` front matter
+    (base model, library peft, tags; a model-index of the final evaluation), the adapters and
+    the layers they sit on (``trainable_layers``), usage, KPIs, training config, citation.
+
+    ``kpis`` maps a policy/scenario label to ``{kpi_name: value}`` where a value is a number,
+    a ``(mean, ci95)`` pair or a :class:`~textgame.metrics.Summary`. Its first row is the pushed
+    policy's own final evaluation, the model-index results; the other rows (baselines) are
+    shown in the KPI table only.
     """
-    front_matter = ModelCardData(base_model=base_model, library_name="peft", license=license,
-                                 pipeline_tag="text-generation", tags=list(TAGS)).to_yaml()
-    sections = [
-        f"---\n{front_matter}\n---",
-        f"# {repo_id.split('/')[-1]}",
-        _DESCRIPTION.format(base_model=base_model) + "\n\n" + _layers_sentence(
-            config.trainable_layers),
-        "## Usage\n\n" + _USAGE.format(base_model=base_model, repo_id=repo_id),
-    ]
-    if kpis:
-        sections.append("## Evaluation\n\n" + kpi_table(kpis))
-    sections.append("## Training configuration\n\n`StackelbergPPOConfig` of the run:\n\n"
-                    f"```yaml\n{_config_yaml(config)}```")
-    return "\n\n".join(sections) + "\n"
+    name = repo_id.split("/")[-1]
+    data = ModelCardData(base_model=base_model, library_name="peft", license=license,
+                         pipeline_tag="text-generation", tags=list(TAGS), model_name=name,
+                         eval_results=eval_results(kpis, config) or None)
+    # TRL's way (trl/templates/lm_model_card.md): the library's own template, not the Hub's
+    # questionnaire, whose every unanswered field reads "[More Information Needed]".
+    return ModelCard.from_template(
+        data, template_str=CARD_TEMPLATE, model_name=name,
+        description=_DESCRIPTION.format(base_model=base_model),
+        layers=_layers_sentence(config.trainable_layers),
+        usage=_USAGE.format(base_model=base_model, repo_id=repo_id),
+        evaluation=kpi_table(kpis) if kpis else "", config_yaml=_config_yaml(config),
+        citation_bibtex=CITATION)
+
+
+def eval_results(kpis: Mapping[str, Mapping[str, Any]] | None,
+                 config: StackelbergPPOConfig) -> list[EvalResult]:
+    """The model-index entries of the first row of ``kpis`` (the policy's final evaluation on
+    its training cell), one per finite KPI; [] without an evaluation."""
+    if not kpis:
+        return []
+    row = next(iter(kpis.values()))
+    cell = config.scenario_config().cell
+    scenario = (f"uplink OFDMA cell, I in {list(cell.ue_counts)}, N = {cell.n_rbgs}, "
+                f"T = {cell.episode_ttis}")
+    results = []
+    for kpi, value in row.items():
+        mean, ci95 = _mean_and_ci(value)
+        if mean is None:
+            continue
+        results.append(EvalResult(
+            task_type="reinforcement-learning", task_name=TASK_NAME,
+            dataset_type="agentic-mac-textgame", dataset_name=scenario, metric_type=kpi,
+            metric_value=mean,
+            metric_name=kpi if ci95 is None else f"{kpi} (± {ci95:.2g}, 95 % CI)"))
+    return results
+
+
+def _mean_and_ci(value: Any) -> tuple[float | None, float | None]:
+    """(mean, ci95 or None) of a KPI value; (None, None) for text or an undefined mean."""
+    if isinstance(value, Summary):
+        value = (value.mean, value.ci95)
+    mean, ci95 = value if isinstance(value, (tuple, list)) and len(value) == 2 else (value,
+                                                                                      None)
+    if not _finite(mean):
+        return None, None
+    return float(mean), float(ci95) if _finite(ci95) else None
+
+
+def _finite(value: Any) -> bool:
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _layers_sentence(k: int) -> str:
@@ -98,6 +152,51 @@ def _layers_sentence(k: int) -> str:
     return (f"The adapters sit on the top {k} decoder layers only (`trainable_layers: {k}`, "
             "PEFT `layers_to_transform`); the layers below are the base model's own.")
 
+
+TASK_NAME = "Uplink MAC protocol (multi-follower Stackelberg game)"
+CITATION = """\
+@article{agentic_mac_2025,
+  title   = {LLM-Empowered Agentic MAC Protocols: A Dynamic Stackelberg Game Approach},
+  author  = {Tan, Renxuan and Li, Rongpeng and Wang, Fei and Peng, Chenghui and Wu, Shaoyun and
+             Zhao, Zhifeng and Zhang, Honggang},
+  journal = {arXiv preprint arXiv:2510.10895},
+  year    = {2025},
+  url     = {https://arxiv.org/abs/2510.10895}
+}"""  # the paper (arXiv 2510.10895), as in README.md's Citation
+CARD_TEMPLATE = """\
+---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+{{ description }}
+
+{{ layers }}
+
+## Usage
+
+{{ usage }}
+
+{% if evaluation %}## Evaluation
+
+{{ evaluation }}
+{% endif %}## Training configuration
+
+`StackelbergPPOConfig` of the run:
+
+```yaml
+{{ config_yaml }}```
+
+## Citation
+
+The paper this implements ([arXiv 2510.10895](https://arxiv.org/abs/2510.10895)):
+
+```bibtex
+{{ citation_bibtex }}
+```
+
+"""  # Jinja drops a template's last newline: the card ends with one
 
 _DESCRIPTION = """\
 An uplink MAC protocol played by a language model: the uplink of one OFDMA cell as a
@@ -187,10 +286,10 @@ def push_to_hub(folder: str | Path, repo_id: str, *, base_model: str,
     ``huggingface_hub`` finds (``HF_TOKEN`` or ``hf auth login``).
     """
     folder = check_layout(folder)
-    card = model_card(base_model=base_model, config=config, kpis=kpis, repo_id=repo_id)
-    if token and token in card:
+    card = build_model_card(base_model=base_model, config=config, kpis=kpis, repo_id=repo_id)
+    if token and token in str(card):
         raise ValueError("the model card would contain the Hub token; refusing to write it")
-    (folder / MODEL_CARD).write_text(card, encoding="utf-8")
+    card.save(folder / MODEL_CARD)
     api = HfApi(endpoint=endpoint)
     logger.info("Pushing %s to %s (private=%s)", folder, repo_id, private)
     _scrubbed(token, api.create_repo, repo_id, private=private, exist_ok=True, token=token)

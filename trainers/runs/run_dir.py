@@ -17,6 +17,9 @@ checkpoint whose manifest is missing or disagrees with its files (truncated, del
 is incomplete and skipped, with a warning, for the previous complete one. Nothing is unpickled:
 tensors are safetensors, the trainer state is read by ``torch.load(..., weights_only=True)``
 and RNG states are JSON.
+
+``report_to`` (:func:`report_to_option`) sends the metrics to accelerate's trackers as well:
+TensorBoard's files go to ``output_dir/agentic-mac`` (:data:`TRACKER_PROJECT`, a run entry).
 """
 
 from __future__ import annotations
@@ -114,7 +117,8 @@ def start_run(owner: str, output_dir: str | Path, resume_from_checkpoint: bool |
         if checkpoint is None:
             fail_field(owner, "resume_from_checkpoint", True,
                   f"true only when output_dir = {str(output_dir)!r} holds a complete checkpoint "
-                  "(it holds no complete one; start without resume_from_checkpoint), or a checkpoint path")
+                  "(it holds no complete one; start without resume_from_checkpoint), or a "
+                  "checkpoint path")
         logger.info("resuming from %s (%s)", checkpoint.name, checkpoint)
         return checkpoint
     checkpoint = Path(resume_from_checkpoint)
@@ -140,12 +144,12 @@ def start_run(owner: str, output_dir: str | Path, resume_from_checkpoint: bool |
 
 
 def open_run(owner: str, output_dir: str | Path, resume_from_checkpoint: bool | str | None,
-             overwrite_output_dir: bool) -> Path | None:
+             overwrite_output_dir: bool, extra: Iterable[str] = ()) -> Path | None:
     """:func:`start_run`, then, for a fresh start with ``overwrite_output_dir``, :func:`clear_run`
     (one process: the Stackelberg trainer does the two steps with barriers between them)."""
-    checkpoint = start_run(owner, output_dir, resume_from_checkpoint, overwrite_output_dir)
+    checkpoint = start_run(owner, output_dir, resume_from_checkpoint, overwrite_output_dir, extra)
     if checkpoint is None and overwrite_output_dir:
-        clear_run(output_dir)
+        clear_run(output_dir, extra)
     return checkpoint
 
 
@@ -289,11 +293,13 @@ def save_json(path: Path, value: Any) -> None:
 
 
 def save_trainer_state(directory: Path, epoch: int, history: list[dict], optimizers: dict,
-                       schedulers: dict) -> None:
-    """``trainer_state.json`` (the epoch, every logged record - undefined values as null - and
-    the LR schedulers' states, as transformers' Trainer keeps its own) and ``optimizer.pt``."""
+                       schedulers: dict, step: str = "epoch") -> None:
+    """``trainer_state.json`` (the steps done, under the name ``step`` - the Stackelberg
+    trainer's epochs, the MARL trainer's updates -, every logged record - undefined values as
+    null - and the LR schedulers' states, as transformers' Trainer keeps its own) and
+    ``optimizer.pt``."""
     save_json(directory / TRAINER_STATE_JSON, {
-        "epoch": epoch, "history": [finite(r) for r in history],
+        step: epoch, "history": [finite(r) for r in history],
         "schedulers": {r: s.state_dict() for r, s in schedulers.items()}})
     torch.save({"optimizers": {r: o.state_dict() for r, o in optimizers.items()}},
                directory / OPTIMIZER_STATE)
@@ -301,7 +307,8 @@ def save_trainer_state(directory: Path, epoch: int, history: list[dict], optimiz
 
 def load_trainer_state(directory: Path) -> dict:
     """What :func:`save_trainer_state` wrote (null back to NaN), or a checkpoint's single
-    ``trainer_state.pt`` from before it: ``{epoch, history, optimizers, schedulers}``."""
+    ``trainer_state.pt`` from before it: ``{epoch (or its step's name), history, optimizers,
+    schedulers}``."""
     if not (directory / TRAINER_STATE_JSON).is_file():
         return load_state(directory / TRAINER_STATE)
     state = load_json(directory / TRAINER_STATE_JSON)
@@ -343,3 +350,67 @@ def write_metrics(output_dir: str | Path, records: Iterable[dict], step: str,
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(records)
+
+
+# ----------------------------------------------------------------------------- trackers
+TRACKER_PROJECT = "agentic-mac"  # the trackers' project: TensorBoard writes output_dir/agentic-mac
+REPORT_TO_HELP = (
+    "accelerate trackers the metrics also go to ('tensorboard', 'wandb', ..., 'all' = every "
+    "installed one), as transformers' report_to; 'none' or [] = metrics.jsonl/csv only.")
+DISABLE_TQDM_HELP = "Hide the progress bar (transformers' disable_tqdm); False = show it."
+
+
+def report_to_option(owner: str, report_to: Any) -> list[str]:
+    """``report_to`` as a list of tracker names ('none' = []); a name accelerate does not know,
+    or whose package is not installed, is refused naming ``owner``'s field."""
+    names = [report_to] if isinstance(report_to, str) else report_to
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        fail_field(owner, "report_to", report_to, "'none', a tracker name or a list of them")
+    if "none" in names:
+        if len(names) > 1:
+            fail_field(owner, "report_to", report_to, "'none' alone, or tracker names")
+        return []
+    if not names:
+        return []
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+    installed = sorted(str(t) for t in get_available_trackers())
+    for name in names:
+        if name != "all" and name not in installed:
+            known = "" if name in LOGGER_TYPE_TO_CLASS else \
+                f" (accelerate knows {sorted(LOGGER_TYPE_TO_CLASS)})"
+            fail_field(owner, "report_to", report_to,
+                       f"'none', 'all' or trackers installed here: {installed}{known}")
+    return list(names)
+
+
+class Trackers:
+    """The accelerate trackers of ``report_to`` for a trainer without an ``Accelerator``: what
+    ``Accelerator(log_with=report_to, project_dir=output_dir).init_trackers(TRACKER_PROJECT,
+    config)`` builds for the Stackelberg trainer (TensorBoard: event files and hparams in
+    ``output_dir/agentic-mac``), without making the process's ``AcceleratorState``, which
+    would fix the mixed precision of every later Accelerator. No trackers: every call is a no-op."""
+
+    def __init__(self, report_to: Iterable[str], output_dir: str | Path, config: dict) -> None:
+        self.trackers = []
+        if not report_to:
+            return
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS, filter_trackers
+
+        for name in filter_trackers(list(report_to), str(output_dir)):
+            tracker_class = LOGGER_TYPE_TO_CLASS[str(name)]
+            directory = (str(output_dir),) if tracker_class.requires_logging_directory else ()
+            tracker = tracker_class(TRACKER_PROJECT, *directory)
+            tracker.start()
+            tracker.store_init_configuration({k: str(v) for k, v in config.items()})
+            self.trackers.append(tracker)
+
+    def log(self, record: dict, step: str) -> None:
+        """``record`` at the step ``record[step]`` (the step itself is not a metric)."""
+        values = {k: v for k, v in record.items() if k != step}
+        for tracker in self.trackers:
+            tracker.log(values, step=record[step])
+
+    def finish(self) -> None:
+        for tracker in self.trackers:
+            tracker.finish()

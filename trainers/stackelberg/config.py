@@ -22,7 +22,7 @@ from textgame.config import (
 from textgame.config import fail_field as _fail_field
 from textgame.policies import FOLLOWERS
 from textgame.prompts import TextConfig
-from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
+from trainers.runs.run_dir import DISABLE_TQDM_HELP, OVERWRITE_HELP, RESUME_HELP, resume_option
 
 PAG_BACKENDS = ("llguidance", "regex", "none")
 
@@ -62,7 +62,7 @@ class StackelbergPPOConfig:
         expert_seeding, expert_leader, expert_episodes, expert_sft_epochs, expert_learning_rate,
         critic_warmup_episodes, critic_warmup_steps, critic_warmup_learning_rate
     Parameters of evaluation and logging:
-        eval_every, eval_episodes, log_every, report_to
+        eval_every, eval_episodes, log_every, report_to, disable_tqdm
     Parameters of the run, its checkpoints and the Hub:
         output_dir, save_every, save_total_limit, resume_from_checkpoint, overwrite_output_dir,
         seed, num_threads, mixed_precision, gradient_accumulation_steps,
@@ -214,6 +214,7 @@ class StackelbergPPOConfig:
     report_to: list[str] = _help(
         "accelerate trackers ('tensorboard', ...); empty = JSONL/CSV only.",
         default_factory=list)
+    disable_tqdm: bool = _help(DISABLE_TQDM_HELP, default=False)
 
     # ------------------------------------------------------------- run, checkpoints, hub
     output_dir: str = _help("Run directory: checkpoints, metrics, final adapters.",
@@ -249,7 +250,7 @@ class StackelbergPPOConfig:
         if self.expert_leader not in ("max_weight", "round_robin"):
             _fail("expert_leader", self.expert_leader, "'max_weight' or 'round_robin'")
         for name in ("prefix_cache", "shared_prefix_update", "group_by_prefix",
-                     "allowed_vocab_head"):
+                     "allowed_vocab_head", "disable_tqdm"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "True or False")
         from trainers.ppo import SCHEDULERS

@@ -124,7 +124,8 @@ class StackelbergPPOTrainer:
                               config={k: str(v) for k, v in vars(args).items()})
             self._trackers = True
         bar = tqdm(range(self.epoch, args.total_epochs), initial=self.epoch,
-                   total=args.total_epochs, unit="epoch", disable=not acc.is_main_process)
+                   total=args.total_epochs, unit="epoch",
+                   disable=args.disable_tqdm or not acc.is_main_process)
         for epoch in bar:
             record = self.train_epoch(epoch)
             bar.set_postfix(leader=f"{record['leader_utility']:.3f}",

@@ -7,8 +7,15 @@ from typing import Any, Literal
 
 from textgame.config import check_int_at_least, check_positive, check_real_in, scenario_field
 from textgame.config import fail_field as _fail_field
-from trainers.evaluation.suites import parse_policy
-from trainers.runs.run_dir import OVERWRITE_HELP, RESUME_HELP, resume_option
+from trainers.runs.run_dir import (
+    DISABLE_TQDM_HELP,
+    OVERWRITE_HELP,
+    REPORT_TO_HELP,
+    RESUME_HELP,
+    report_to_option,
+    resume_option,
+)
+from trainers.specs import parse_spec
 
 OWNER = "DistillConfig"
 RUNTIMES = ("torch", "onnx")
@@ -52,7 +59,7 @@ class DistillConfig:
         baseline, baseline_seconds
     Parameters that control the run:
         seed, output_dir, resume_from_checkpoint, overwrite_output_dir, save_total_limit,
-        eval_episodes, export_onnx, num_threads
+        report_to, disable_tqdm, eval_episodes, export_onnx, num_threads
     """
 
     # ------------------------------------------------------------------- teacher and cells
@@ -130,6 +137,8 @@ class DistillConfig:
     resume_from_checkpoint: str | None = _help(RESUME_HELP, default=None)
     overwrite_output_dir: bool = _help(OVERWRITE_HELP, default=False)
     save_total_limit: int = _help("Checkpoints kept (oldest deleted first).", default=2)
+    report_to: list[str] = _help(REPORT_TO_HELP, default_factory=list)
+    disable_tqdm: bool = _help(DISABLE_TQDM_HELP, default=False)
     eval_episodes: int = _help("Episodes of the final student-vs-teacher evaluation per I.",
                                default=64)
     eval_ues: list[int] = _help("UE counts of the final evaluation (retention table).",
@@ -180,6 +189,9 @@ class DistillConfig:
             _fail("output_dir", self.output_dir, "a directory path")
         self.resume_from_checkpoint = resume_option(OWNER, self.resume_from_checkpoint,
                                                     self.overwrite_output_dir)
+        self.report_to = report_to_option(OWNER, self.report_to)
+        if not isinstance(self.disable_tqdm, bool):
+            _fail("disable_tqdm", self.disable_tqdm, "True or False")
 
     @property
     def decoding(self) -> str:
@@ -187,7 +199,7 @@ class DistillConfig:
         if self.student_decoding != "auto":
             return self.student_decoding
         try:
-            kind = parse_policy(self.teacher).kind
+            kind = parse_spec(self.teacher).kind
         except ValueError:  # build_teacher reports the bad spec
             return "greedy"
         stochastic = kind == "llm" or (kind == "marl" and not self.teacher_greedy)

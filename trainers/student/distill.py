@@ -10,7 +10,8 @@ bitmap and categorical UCM likelihoods).
 
 Rounds are seeded by (seed, round), so a checkpoint at a round boundary (weights, optimizer,
 the aggregate, history) is all the state there is; it is written atomically (temp dir +
-``os.replace``). ``metrics.jsonl``/``metrics.csv`` get one record per round.
+``os.replace``). ``metrics.jsonl``/``metrics.csv`` (and the trackers of ``report_to``) get one
+record per round.
 
     python -m trainers.student --teacher max_weight/dictator --output_dir runs/student
 """
@@ -32,6 +33,8 @@ from tqdm.auto import tqdm
 from textgame.config import ScenarioConfig
 from trainers.ppo import cosine_with_warmup
 from trainers.runs.run_dir import (
+    TRACKER_PROJECT,
+    Trackers,
     begin_checkpoint,
     finish_checkpoint,
     finite,
@@ -79,6 +82,7 @@ class Distiller:
         self.output_dir = Path(c.output_dir)
         self.round, self.history = 0, []
         self.data: dict[str, torch.Tensor] = {}
+        self.trackers = Trackers((), self.output_dir, {})  # report_to's, while training
         self._started = False
 
     # --------------------------------------------------------------------------- training
@@ -87,21 +91,24 @@ class Distiller:
         c = self.config
         if not self._started:  # output_dir checked, checkpoint loaded: once per distiller
             checkpoint = open_run(OWNER, self.output_dir, c.resume_from_checkpoint,
-                                  c.overwrite_output_dir)
+                                  c.overwrite_output_dir, (TRACKER_PROJECT,))
             if checkpoint is not None:
                 self.load_checkpoint(checkpoint)
             self._started = True
         end = c.total_rounds if stop_at is None else min(stop_at, c.total_rounds)
+        self.trackers = Trackers(c.report_to, self.output_dir, vars(c))
         bar = tqdm(range(self.round, end), initial=self.round, total=c.total_rounds,
-                   unit="round", desc="distill")
+                   unit="round", desc="distill", disable=c.disable_tqdm)
         for round_ in bar:
             record = self.train_round(round_)
             bar.set_postfix(agreement=f"{record['rbg_agreement']:.3f}",
                             loss=f"{record['leader_loss']:.3f}")
             self.round = round_ + 1
             self.history.append(record)
+            self.trackers.log(record, "round")
             write_metrics(self.output_dir, self.history, "round", append=record)
             self.save_checkpoint()
+        self.trackers.finish()
         return self.history
 
     def train_round(self, round_: int) -> dict:

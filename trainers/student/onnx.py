@@ -12,8 +12,11 @@ A MAC stack that calls the student every TTI needs only onnxruntime and numpy:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +26,16 @@ from trainers.student.features import RAW_COLUMNS
 from trainers.student.model import StudentModel
 
 LEADER_FILE, FOLLOWER_FILE = "leader.onnx", "follower.onnx"
-OPSET = 17
+OPSET = 18  # the lowest the dynamo exporter translates to without a version conversion
 
 
 def export_onnx(model: StudentModel, directory: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``leader.onnx`` and ``follower.onnx`` into ``directory``; returns their paths."""
+    """Write ``leader.onnx`` and ``follower.onnx`` into ``directory``; returns their paths.
+
+    ``torch.onnx.export(..., dynamo=True)``: ``torch.export`` traces each network once with
+    B and I symbolic (``torch.export.Dim``), and onnxscript translates the graph."""
+    from torch.export import Dim
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -37,22 +45,34 @@ def export_onnx(model: StudentModel, directory: str | os.PathLike) -> tuple[Path
     leader_args = (torch.zeros(2, global_dim), torch.zeros(2, 3, ue_dim),
                    torch.ones(2, 3, dtype=torch.bool))
     paths = directory / LEADER_FILE, directory / FOLLOWER_FILE
-    dynamic = {0: "batch", 1: "ues"}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model.leader, leader_args, str(paths[0]), dynamo=False,
+    batch, ues = Dim("batch"), Dim("ues")
+    dynamic = {0: batch, 1: ues}
+    # one self-contained file per network (no .onnx.data beside it), nothing printed
+    options = dict(opset_version=OPSET, external_data=False, verbose=False)
+    with warnings.catch_warnings(), torch.no_grad(), _quiet_registry():
+        warnings.simplefilter("ignore")  # torch.export's notices on symbolic axis names
+        torch.onnx.export(model.leader, leader_args, str(paths[0]), dynamo=True,
                           input_names=["global_x", "ue_x", "mask"],
-                          output_names=["dcm", "bids"], opset_version=OPSET,
-                          dynamic_axes={"global_x": {0: "batch"}, "ue_x": dynamic,
-                                        "mask": dynamic, "dcm": {0: "batch"},
-                                        "bids": {0: "batch", 1: "owners"}})
+                          output_names=["dcm", "bids"],
+                          dynamic_shapes=({0: batch}, dynamic, dynamic), **options)
         torch.onnx.export(model.follower, (torch.zeros(2, 3, follower_dim),), str(paths[1]),
-                          dynamo=False, input_names=["ue_x"],
+                          dynamo=True, input_names=["ue_x"],
                           output_names=["bitmap", "ucm", "bitmap_logits", "ucm_logits"],
-                          opset_version=OPSET,
-                          dynamic_axes={name: dynamic for name in (
-                              "ue_x", "bitmap", "ucm", "bitmap_logits", "ucm_logits")})
+                          dynamic_shapes=(dynamic,), **options)
     return paths
+
+
+@contextlib.contextmanager
+def _quiet_registry() -> Iterator[None]:
+    """The exporter's registry warns once per torchvision op it cannot find (torchvision is no
+    dependency of ours): silenced while exporting."""
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry.level
+    registry.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        registry.setLevel(level)
 
 
 def session(path: str | os.PathLike, threads: int = 1):
