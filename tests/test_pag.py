@@ -231,6 +231,33 @@ def test_action_logprob_equals_a_plain_forward_pass_over_prompt_and_action(tiny,
     assert torch.equal(torch.where(inside, ppo, torch.zeros_like(ppo)), expected)
 
 
+@pytest.mark.parametrize("greedy", [True, False])
+@pytest.mark.parametrize("role", ["leader", "follower"])
+def test_forced_tokens_join_the_next_forward_and_score_zero(tiny, role, greedy):
+    """Where every row's grammar allows one token only (the DCM's single spaces at I < 10, EOS
+    after a last one-digit slot, a finished row's EOS), the sampler takes it without a forward
+    of its own: it joins the next forward, and its log-prob is exactly 0."""
+    model, tokenizer = tiny
+    grammars = grammars_for(tokenizer, role, "llguidance", model.config.vocab_size,
+                            [(4, 4), (3, 4), (5, 4), (2, 4)])
+    calls = []
+    handle = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        _, _, out = sample(model, tokenizer, grammars, 3, role, greedy=greedy)
+    finally:
+        handle.remove()
+    allowed = replay_masks(grammars, out.tokens, out.lengths)  # (B, T, V)
+    forced = (allowed.sum(-1) == 1).all(0)  # (T,): no row has a choice
+    # one forward per group of a sampled token and the forced ones after it, the last group
+    # without its last token (which predicts nothing); one token per step would take T
+    assert len(calls) == 1 + int((~forced[1:]).sum()) + int(forced[-1])
+    assert len(calls) == out.tokens.shape[1] - int(forced[1:-1].sum())
+    assert (out.logprobs[:, forced] == 0).all()
+    pieces = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+    if role == "leader" and not any(" " in p and any(c.isdigit() for c in p) for p in pieces):
+        assert forced.sum() >= 3  # no token joins a space and a digit: the 3 spaces are forced
+
+
 def test_left_padding_does_not_change_action_logprobs(tiny):
     model, tokenizer = tiny
     prompts = ["DCM:", game_prompts()[0][0]]  # 2 tokens and a few hundred: heavy left padding

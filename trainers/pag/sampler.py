@@ -201,9 +201,11 @@ def sample_constrained(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     logprobs = torch.zeros((batch, steps), dtype=torch.float32, device=device)  # (B, T)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
     masks = []
-    for t in range(steps):
+    with _timed(timings, "mask", device):
+        mask = state.allowed()  # (B, V): V^- before token t
+    t = 0
+    while True:
         with _timed(timings, "mask", device):
-            mask = state.allowed()  # (B, V)
             scores = masked_logits(out.logits[:, -1].float() / temperature, mask)  # eq. 13
             live = ~state.done
         with _timed(timings, "sample", device):
@@ -218,14 +220,40 @@ def sample_constrained(model, input_ids: torch.Tensor, attention_mask: torch.Ten
         with _timed(timings, "mask", device):
             state.advance(token)
             finished = state.all_done()
-        if finished or t == steps - 1:
+            mask = None if finished or t == steps - 1 else state.allowed()
+        appended = [token]
+        while mask is not None and t < steps - 1 and bool((mask.sum(-1) == 1).all()):
+            # Every row's next token is forced (done rows: EOS): its masked log-prob is exactly
+            # log 1 = 0 whatever the logits, so it needs no forward of its own; the run of forced
+            # tokens joins the model's next step (one forward of (B, 1 + m) tokens).
+            t += 1
+            forced = mask.to(torch.uint8).argmax(-1)  # (B,) the one allowed token
+            live = ~state.done
+            tokens[:, t] = forced
+            lengths += live
+            if return_masks:
+                masks.append(mask)
+            appended.append(forced)
+            with _timed(timings, "mask", device):
+                state.advance(forced)
+                finished = state.all_done()
+                mask = None if finished or t == steps - 1 else state.allowed()
+        if mask is None:  # done; every token but the last still runs once, as without forcing
+            appended = appended[:-1]  # (their states: trainers.policy.trunk.TrunkCapture)
+        if not appended:
             break
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
+        step_ids = torch.stack(appended, dim=1)  # (B, 1 + m)
+        width = step_ids.shape[1]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, width)], dim=1)
+        step_position = next_position + torch.arange(width, device=device)  # (B, 1 + m)
         with _timed(timings, "decode", device):
-            out = model(input_ids=token[:, None], attention_mask=attention_mask,
-                        position_ids=next_position, use_cache=True,
+            out = model(input_ids=step_ids, attention_mask=attention_mask,
+                        position_ids=step_position, use_cache=True, logits_to_keep=1,
                         **cache_kwargs(model, output_cache(out)))
-        next_position = next_position + 1
+        next_position = next_position + width
+        if mask is None:
+            break
+        t += 1
     tokens, logprobs = tokens[:, :t + 1], logprobs[:, :t + 1]
     done = state.done.clone()
     host_tokens, host_lengths, host_done = tokens.tolist(), lengths.tolist(), done.tolist()
