@@ -489,15 +489,20 @@ def test_tiny_model_learns_above_untrained_and_random(tiny_path, tmp_path):
     The trained leader's utility over 64 fresh episodes at the final temperature must beat both
     the untrained policy (the same episodes: same seeds) and random leader + random followers
     (textgame's numeric policies) by MARGIN; so must the followers'. Measured gaps to
-    max(untrained, random) after 60 epochs (95% CI half-width of each mean 0.025-0.035):
+    max(untrained, random) after 60 epochs (95% CI half-width of each mean 0.025-0.035), at
+    first with the code of its time, then with today's sampler and update at two threads, in
+    tiny_cpu.yaml's prompt format 1 and in format 2 (the UE named in the observation):
 
-    ========  =====================  =====================
-    seed      leader, 1 / 2 threads  followers, 1 / 2 thr.
-    ========  =====================  =====================
-    0         0.099 / 0.125          0.29 / 0.30
-    1         0.138 / 0.126          0.30 / 0.30
-    2         0.113 / 0.054          0.31 / 0.28
-    ========  =====================  =====================
+    ========  =====================  =====================  ==================  ==============
+    seed      leader, 1 / 2 threads  followers, 1 / 2 thr.  today, format 1     today, format 2
+    ========  =====================  =====================  ==================  ==============
+    0         0.099 / 0.125          0.29 / 0.30            0.108 / 0.26        0.124 / 0.30
+    1         0.138 / 0.126          0.30 / 0.30            0.133 / 0.30        -0.055 / 0.14
+    2         0.113 / 0.054          0.31 / 0.28            0.066 / 0.28        -0.081 / 0.22
+    ========  =====================  =====================  ==================  ==============
+
+    (today's columns: leader / followers.) The toy's followers learn to obey more slowly in
+    format 2, and its leader learns only once they obey, so tiny_cpu.yaml plays format 1.
 
     MARGIN = 0.03 sits well below the smallest gap: another CPU's rounding changes the run as
     another seed would (gaps: mean 0.11, s.d. 0.03). Less training is not enough for seed 0:
