@@ -182,6 +182,16 @@ def test_invalid_scenario_names_its_section_field():
 
 
 # ------------------------------------------------------------------ checkpoints, loading
+def assert_same_run(resumed: MARLTrainer, straight: MARLTrainer) -> None:
+    """Four updates, the same weights bit for bit and the same utilities as the straight run."""
+    assert resumed.update == 4
+    for (name, a), b in zip(straight.agents.state_dict().items(),
+                            resumed.agents.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert [r["leader_utility"] for r in resumed.history] == [
+        r["leader_utility"] for r in straight.history]
+
+
 def test_resume_after_interruption_is_bit_identical(tmp_path):
     straight = MARLTrainer(tiny_config(tmp_path / "a", total_updates=4, save_every=2))
     straight.train()
@@ -191,18 +201,13 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
     resumed = MARLTrainer(tiny_config(tmp_path / "b", total_updates=4, save_every=2,
                                       resume_from_checkpoint=True))
     resumed.train()
-    assert resumed.update == 4
-    for (name, a), b in zip(straight.agents.state_dict().items(),
-                            resumed.agents.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    assert_same_run(resumed, straight)
     for role in ("leader", "follower"):
         sa = straight.optimizers[role].state_dict()["state"]
         sb = resumed.optimizers[role].state_dict()["state"]
         assert all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa)
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["update"] for line in lines] == [1, 2, 3, 4]
-    assert [r["leader_utility"] for r in resumed.history] == [
-        r["leader_utility"] for r in straight.history]
 
 
 def test_checkpoint_state_is_readable_json_and_tensors_only(tmp_path):
@@ -241,12 +246,7 @@ def test_a_checkpoint_of_the_older_format_resumes_bit_identically(tmp_path):
     resumed = MARLTrainer(tiny_config(tmp_path / "b", total_updates=4, save_every=2,
                                       resume_from_checkpoint=True))
     resumed.train()
-    assert resumed.update == 4
-    for (name, a), b in zip(straight.agents.state_dict().items(),
-                            resumed.agents.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
-    assert [r["leader_utility"] for r in resumed.history] == [
-        r["leader_utility"] for r in straight.history]
+    assert_same_run(resumed, straight)
     assert (tmp_path / "b" / "checkpoint-4" / "trainer_state.json").is_file()  # new format on
 
 
