@@ -31,6 +31,27 @@ def test_csv_has_a_row_per_pair_and_ue_count(tmp_path, capsys):
     assert (tmp_path / "results.md").read_text().startswith("| leader | followers | ues |")
 
 
+def test_every_episode_is_written_and_gives_the_tables_means(tmp_path):
+    """episodes.csv holds one line per (pair, I, N, seed, episode) with every KPI, and the
+    table's means are the means of those lines (any later statistic can start from disk)."""
+    assert main(["--leader", "max_weight", "--followers", "dictator", "s_aloha", "--ues", "2",
+                 "3", "--episodes", "5", "--n_envs", "4", "--seeds", "2", "--seed", "7",
+                 "--format", "csv", "--output_dir", str(tmp_path), *QUIET]) == 0
+    table = list(csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text())))
+    lines = list(csv.DictReader(io.StringIO((tmp_path / "episodes.csv").read_text())))
+    assert len(lines) == 2 * 2 * 2 * 5  # pairs x I x seeds x episodes
+    assert {(r["seed"], r["episode"]) for r in lines} == {
+        (str(s), str(e)) for s in (7, 8) for e in range(5)}
+    for row in table:
+        mine = [r for r in lines if (r["leader"], r["followers"], r["ues"]) == (
+            row["leader"], row["followers"], row["ues"])]
+        assert len(mine) == 10
+        for kpi in KPIS:
+            values = [float(r[kpi]) for r in mine if r[kpi] != "nan"]
+            if values:
+                assert float(row[f"{kpi}_mean"]) == pytest.approx(sum(values) / len(values))
+
+
 def test_markdown_table_lists_the_requested_kpis(capsys):
     main(["--ues", "4", "--rbgs", "3", "8", "--episodes", "4", "--n_envs", "4",
           "--kpis", "fairness", "latency_p95", *QUIET])

@@ -45,16 +45,35 @@ def scenarios(base: ScenarioConfig, ues, rbgs, tbler) -> list[tuple[ScenarioConf
 def simulate(base: ScenarioConfig, pairs: Sequence[Pair], *, ues=None, rbgs=None, tbler=None,
              episodes: int = 200, seeds: int = 1, seed: int = 0, n_envs: int = 256,
              on_batch: Callable[[int], None] | None = None) -> list[dict]:
-    """``{"leader", "followers", "ues", "rbgs", "kpis"}`` rows: every pair on every scenario of
-    :func:`scenarios`, ``seeds`` independent seeds of ``episodes`` each, pooled."""
+    """``{"leader", "followers", "ues", "rbgs", "kpis", "episodes"}`` rows: every pair on every
+    scenario of :func:`scenarios`, ``seeds`` independent seeds of ``episodes`` each, pooled in
+    ``kpis``; ``episodes`` keeps each seed's per-episode KPI arrays (seed -> KPI -> (episodes,))."""
     rows = []
     for scenario, ue_label, n in scenarios(base, ues, rbgs, tbler):
         for leader, follower, make in pairs:
-            batches = []
+            batches = {}
             for k in range(seeds):
                 lead, follow = make(scenario)
-                batches.append(run_episodes(scenario, lead, follow, episodes, n_envs,
-                                            seed=seed + k, on_batch=on_batch))
+                batches[seed + k] = run_episodes(scenario, lead, follow, episodes, n_envs,
+                                                 seed=seed + k, on_batch=on_batch)
             rows.append({"leader": leader, "followers": follower, "ues": ue_label, "rbgs": n,
-                         "kpis": summarize(batches)})
+                         "kpis": summarize(list(batches.values())), "episodes": batches})
     return rows
+
+
+def episodes_csv(rows: Sequence[dict]) -> str:
+    """Every episode of :func:`simulate`'s rows, one line per (pair, I, N, seed, episode) with
+    every KPI: what any later statistic needs, from disk."""
+    import csv
+    import io
+
+    kpis = sorted({k for row in rows for batch in row["episodes"].values() for k in batch})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["leader", "followers", "ues", "rbgs", "seed", "episode", *kpis])
+    for row in rows:
+        for seed, batch in row["episodes"].items():
+            for e in range(len(batch[kpis[0]])):
+                writer.writerow([row["leader"], row["followers"], row["ues"], row["rbgs"], seed,
+                                 e, *(repr(float(batch[k][e])) for k in kpis)])
+    return out.getvalue()

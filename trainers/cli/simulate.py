@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from textgame.config import ScenarioConfig, check_int_at_least, fail_field
 from textgame.metrics import KPIS
 from textgame.policies import FOLLOWERS, LEADERS
-from textgame.simulate import DEFAULT_TABLE_KPIS, Pair, pair_policies, simulate
+from textgame.simulate import DEFAULT_TABLE_KPIS, Pair, episodes_csv, pair_policies, simulate
 from textgame.tables import kpi_csv, kpi_table
 from trainers.cli.args import (
     CLIError,
@@ -77,7 +77,7 @@ class SimulateConfig:
     kpis: list[str] = field(default_factory=lambda: list(DEFAULT_TABLE_KPIS), metadata={
         "help": f"KPIs in the markdown table, or 'all' (CSV has all): {', '.join(KPIS)}"})
     output_dir: str | None = field(default=None, metadata={
-        "help": "also write results.md and results.csv here"})
+        "help": "also write results.md, results.csv and episodes.csv (every episode's KPIs) here"})
     disable_tqdm: bool = field(default=False, metadata={"help": "hide the progress bar"})
 
     def __post_init__(self) -> None:
@@ -135,6 +135,7 @@ def simulate_table(args: SimulateConfig) -> list[dict]:
     if out is not None:
         (out / "results.md").write_text(table)
         (out / "results.csv").write_text(csv_text)
+        (out / "episodes.csv").write_text(episodes_csv(rows))
     return rows
 
 
