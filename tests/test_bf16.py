@@ -16,8 +16,9 @@ from transformers import AutoTokenizer
 from trl import ModelConfig
 
 from grammars import ROLES
+from trainers.policy.base_model import load_base_model
 from trainers.policy.encoding import PromptEncoder
-from trainers.policy.models import StackelbergPolicy, load_base_model
+from trainers.policy.models import StackelbergPolicy
 from trainers.stackelberg.config import StackelbergPPOConfig
 from trainers.stackelberg.rollout import RolloutWorker
 from trainers.stackelberg.update import minibatch_losses

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_fit_value_head_fits_a_learnable_target():
     torch.manual_seed(0)
-    from trainers.policy.models import value_head
+    from trainers.policy.base_model import value_head
 
     head = value_head(8, 16)
     x = torch.randn(256, 8)

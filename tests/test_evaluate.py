@@ -183,7 +183,8 @@ def test_llm_evaluation_plays_the_ues_as_trained(llm_dir, tmp_path):
     folder.mkdir()
     for item in llm_dir.iterdir():
         (folder / item.name).symlink_to(item)
-    (folder / "trainer_config.json").unlink()
+    for name in ("trainer_config.json", "play_config.json"):  # links into llm_dir: replaced
+        (folder / name).unlink()
     write_trainer_config(folder, StackelbergPPOConfig(follower_policy="dictator",
                                                       value_head_hidden=16))
     result = Evaluator(episodes=4, n_envs=4).run(parse_spec(f"llm:{folder}"),

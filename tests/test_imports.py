@@ -14,7 +14,7 @@ import pytest
 
 from trainers.pag.backends import BACKENDS, get_backend
 from trainers.pag.backends.base import GrammarBackend, GrammarProgram, GrammarState
-from trainers.stackelberg.config import PAG_BACKENDS
+from trainers.policy.play_config import PAG_BACKENDS
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "outlines", "outlines_core", "llguidance", "trl", "peft")

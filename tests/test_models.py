@@ -12,8 +12,9 @@ from grammars import ROLES
 from textgame.config import CellConfig, ScenarioConfig, replace_checked
 from textgame.text_env import TextStackelbergEnv
 from trainers.pag.sampler import compile_action_grammar, replay_masks
+from trainers.policy.base_model import load_base_model, lora_config
 from trainers.policy.encoding import encode_prompts
-from trainers.policy.models import StackelbergPolicy, load_base_model, lora_config
+from trainers.policy.models import StackelbergPolicy
 from trainers.ppo import token_logprobs
 
 K = 4

@@ -35,7 +35,7 @@ from trainers.policy.encoding import encode_prompts, left_pad
 from trainers.policy.models import StackelbergPolicy
 from trainers.policy.named_models import GGUF_MODELS, hub_base_model, resolve_named_model
 from trainers.ppo import token_logprobs
-from trainers.runs.hub import MODEL_CARD, TRAINER_CONFIG, policy_files
+from trainers.runs.hub import MODEL_CARD, PLAY_CONFIG, TRAINER_CONFIG, policy_files
 from trainers.stackelberg.update import _right_pad, minibatch_losses, ppo_update
 
 NAME = "smollm2-135m-instruct"
@@ -226,7 +226,7 @@ def test_the_hub_push_has_the_policy_layout_and_names_smollm2(hub, smollm2, tmp_
     trainer.base_model_name = hub_base_model(NAME, smollm2)
     monkeypatch.setattr(hf_constants, "ENDPOINT", test_hub.ENDPOINT)
     trainer.push_to_hub(kpis={"LLM": {"leader_utility": 0.5}}, token=test_hub.TOKEN)
-    assert sorted(hub.files) == sorted([*policy_files(), MODEL_CARD, TRAINER_CONFIG])
+    assert sorted(hub.files) == sorted([*policy_files(), MODEL_CARD, TRAINER_CONFIG, PLAY_CONFIG])
     card = hub.files[MODEL_CARD].decode()
     assert test_hub.front_matter(card)["base_model"] == HUB_ID
     assert f'AutoModelForCausalLM.from_pretrained("{HUB_ID}")' in card

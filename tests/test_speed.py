@@ -14,8 +14,9 @@ from trl import ModelConfig
 from textgame.config import CellConfig, ScenarioConfig, replace_checked
 from textgame.text_env import TextStackelbergEnv
 from trainers.pag.sampler import compile_action_grammar
+from trainers.policy.base_model import load_base_model, lora_config
 from trainers.policy.encoding import PromptEncoder, meta_prompt_lines
-from trainers.policy.models import StackelbergPolicy, load_base_model, lora_config
+from trainers.policy.models import StackelbergPolicy
 from trainers.policy.named_models import build_tiny_model
 from trainers.stackelberg.config import StackelbergPPOConfig
 from trainers.stackelberg.rollout import RolloutWorker

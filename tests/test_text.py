@@ -332,7 +332,7 @@ def test_lenient_reading_never_raises(text, n_rbgs, n):
 def test_prompt_format_2_gives_every_follower_one_meta_prompt_and_old_runs_play_format_1():
     from textgame.config import ScenarioConfig
     from textgame.text_env import TextStackelbergEnv
-    from trainers.policy.scheduler import trained_config
+    from trainers.policy.play_config import PlayConfig
     from trainers.stackelberg.config import StackelbergPPOConfig
 
     scenario = ScenarioConfig.from_dict({"cell": {"ue_counts": [3], "n_rbgs": 2,
@@ -348,8 +348,9 @@ def test_prompt_format_2_gives_every_follower_one_meta_prompt_and_old_runs_play_
     assert len(systems[1]) == 3 and len(systems[2]) == 1  # one meta-prompt for all UEs
     assert next(iter(systems[2])).startswith("You are a UE in an uplink cell")
     assert StackelbergPPOConfig().text_config().prompt_format == 2  # new runs
-    assert trained_config({"history_ttis": 1}).prompt_format == 1  # saved before the field
-    assert trained_config({"prompt_format": 2}).prompt_format == 2
+    old = PlayConfig.from_trainer_config({"history_ttis": 1})  # saved before the field
+    assert old.prompt_format == 1
+    assert PlayConfig.from_trainer_config({"prompt_format": 2}).prompt_format == 2
     with pytest.raises(ValueError, match=r"TextConfig.prompt_format = 3 is invalid; allowed: "
                                          r"one of \[1, 2\]"):
         TextConfig(prompt_format=3)

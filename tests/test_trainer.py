@@ -40,7 +40,7 @@ from trainers.pag.sampler import replay_masks
 from trainers.policy.encoding import left_pad
 from trainers.policy.models import StackelbergPolicy
 from trainers.ppo import token_logprobs
-from trainers.runs.hub import MODEL_CARD, TRAINER_CONFIG, policy_files
+from trainers.runs.hub import MODEL_CARD, PLAY_CONFIG, TRAINER_CONFIG, policy_files
 from trainers.runs.run_dir import finite
 from trainers.stackelberg.config import StackelbergPPOConfig
 from trainers.stackelberg.trainer import StackelbergPPOTrainer
@@ -457,7 +457,7 @@ def test_trainer_push_to_hub_sends_the_adapters(hub, tiny_path, tmp_path, monkey
     monkeypatch.setattr(hf_constants, "ENDPOINT", test_hub.ENDPOINT)  # HfApi's default endpoint
     url = trainer.push_to_hub(kpis={"LLM": {"leader_utility": 0.5}}, token=test_hub.TOKEN)
     assert url == f"{test_hub.ENDPOINT}/{test_hub.REPO_ID}/commit/{test_hub.SHA}"
-    assert sorted(hub.files) == sorted([*policy_files(), MODEL_CARD, TRAINER_CONFIG])
+    assert sorted(hub.files) == sorted([*policy_files(), MODEL_CARD, TRAINER_CONFIG, PLAY_CONFIG])
     trained = json.loads(hub.files[TRAINER_CONFIG])  # evaluation replays the text layer from it
     assert trained["hub_model_id"] == test_hub.REPO_ID and trained["n_envs"] == config["n_envs"]
     final = tmp_path / "final"

@@ -20,8 +20,9 @@ from trl import ModelConfig
 
 from grammars import ROLES
 from trainers.pag.sampler import replay_masks
+from trainers.policy.base_model import load_base_model, lora_config
 from trainers.policy.encoding import PromptEncoder
-from trainers.policy.models import StackelbergPolicy, load_base_model, lora_config
+from trainers.policy.models import StackelbergPolicy
 from trainers.policy.named_models import build_tiny_model
 from trainers.policy.trunk import TrunkStore
 from trainers.ppo import token_logprobs

@@ -23,6 +23,11 @@ class ConfigError(ValueError):
     """An invalid configuration value; the message names the field, the value, what is allowed."""
 
 
+def help_field(text: str, **kwargs) -> Any:
+    """A dataclass field whose metadata carry its help (what ``HfArgumentParser`` prints)."""
+    return dataclasses.field(metadata={"help": text}, **kwargs)
+
+
 def fail_field(owner: str, name: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{owner}.{name} = {value!r} is invalid; allowed: {allowed}")
 

@@ -20,9 +20,9 @@ between policies are not sampling noise of the scenarios.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -129,32 +129,29 @@ class Evaluator:
 
         from trainers.policy.chat import chat_render
         from trainers.policy.encoding import PromptEncoder
-        from trainers.policy.scheduler import load_llm, trained_config
-        from trainers.stackelberg.rollout import RolloutWorker
+        from trainers.policy.player import GamePlayer
+        from trainers.policy.scheduler import load_llm
 
         policy, tokenizer, trained = load_llm(spec.path_for(case.scenario.cell),
                                               self.base_model, self.device)
-        workers: dict[int, RolloutWorker] = {}
+        play_config = dataclasses.replace(trained, scenario=case.scenario.to_dict())
+        render = chat_render(tokenizer) if play_config.use_chat_template else None
+        players: dict[int, GamePlayer] = {}
 
-        def worker(size: int) -> RolloutWorker:  # one per batch size: B shapes every draw
-            if size not in workers:
-                config = trained_config(
-                    trained, scenario=case.scenario.to_dict(), n_envs=size,
-                    episodes_per_epoch=size, legacy_ues=case.legacy_ues, seed=seed,
-                    output_dir=str(Path("runs") / "evaluate"))
-                render = chat_render(tokenizer) if config.use_chat_template else None
-                workers[size] = RolloutWorker(policy, tokenizer, PromptEncoder(tokenizer),
-                                              config, render)
-            return workers[size]
+        def player(size: int) -> GamePlayer:  # one per batch size: B shapes every draw
+            if size not in players:
+                players[size] = GamePlayer(policy, tokenizer, PromptEncoder(tokenizer),
+                                           play_config, n_envs=size, legacy_ues=case.legacy_ues,
+                                           seed=seed, render=render)
+            return players[size]
 
         results: dict[str, list[np.ndarray]] = {}
         with torch.no_grad():
             for k, (size, game_seed, policy_seed) in enumerate(
                     batch_seeds(self.episodes, min(self.n_envs, self.episodes), seed)):
                 sample_seed = int(policy_seed.generate_state(1)[0])
-                play = worker(size)
-                _, _, kpis = play.play(0, k, play.config.temperature_end,
-                                       (game_seed, sample_seed))
+                _, _, kpis = player(size).play(0, k, play_config.temperature,
+                                               (game_seed, sample_seed))
                 for kpi, values in kpis.items():
                     results.setdefault(kpi, []).append(np.asarray(values))
                 if on_batch is not None:

@@ -20,6 +20,7 @@ from textgame.config import (
     scenario_field,
 )
 from textgame.config import fail_field as _fail_field
+from textgame.config import help_field as _help
 from trainers.runs.run_dir import (
     DISABLE_TQDM_HELP,
     OVERWRITE_HELP,
@@ -28,7 +29,6 @@ from trainers.runs.run_dir import (
     report_to_option,
     resume_option,
 )
-from trainers.stackelberg.config import _help
 
 ALGOS = ("mappo", "gmac")
 OWNER = "MARLConfig"

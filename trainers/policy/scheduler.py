@@ -19,6 +19,7 @@ executed action, read back from its next observation.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 
@@ -34,20 +35,17 @@ from textgame.simulator import IDLE
 from trainers.policy.chat import chat_render
 from trainers.policy.decide import Decider
 from trainers.policy.encoding import load_tokenizer
-from trainers.stackelberg.config import StackelbergPPOConfig
-
-PLAY_FIELDS = ("scenario", "history_ttis", "prompt_format", "use_chat_template", "pag_backend",
-               "temperature_end", "follower_policy", "legacy_policy", "value_head_hidden")
-"""The training config's fields that playing a saved policy depends on."""
+from trainers.policy.play_config import PlayConfig
 
 
 @functools.lru_cache(maxsize=4)
 def load_llm(path_or_repo_id: str, base_model: str | None = None, device: str | None = None):
-    """``(policy, tokenizer, training config dict)`` of saved adapters, loaded once per process.
+    """``(policy, tokenizer, PlayConfig)`` of saved adapters, loaded once per process.
 
-    The base model is the one the adapters name unless ``base_model`` is given."""
+    The base model is the one the adapters name unless ``base_model`` is given; the play config
+    is the one saved beside them (:meth:`PlayConfig.read`), its k the adapters' own."""
     from trainers.policy.models import StackelbergPolicy
-    from trainers.runs.hub import download, read_trainer_config
+    from trainers.runs.hub import download
 
     folder = download(path_or_repo_id)
     adapter = json.loads((folder / "leader" / "adapter_config.json").read_text())
@@ -55,18 +53,13 @@ def load_llm(path_or_repo_id: str, base_model: str | None = None, device: str | 
     if not base:
         raise ConfigError(f"{path_or_repo_id}: the adapters do not name their base model; "
                           "pass base_model")
+    play = PlayConfig.read(folder)
     policy = StackelbergPolicy.from_pretrained(base, folder).eval()
     if device:
         policy.to(device)
-    return policy, load_tokenizer(base), read_trainer_config(folder) or {}
-
-
-def trained_config(trained: dict, **overrides) -> StackelbergPPOConfig:
-    """The run's config as far as playing goes (:data:`PLAY_FIELDS` of the saved ``trained``
-    dict, defaults elsewhere), with ``overrides``."""
-    saved = {"prompt_format": 1, **trained}  # a config saved before the field: format 1
-    return StackelbergPPOConfig(**{**{k: saved[k] for k in PLAY_FIELDS if k in saved},
-                                   **overrides})
+    if play.trainable_layers != policy.trainable_layers:
+        play = dataclasses.replace(play, trainable_layers=policy.trainable_layers)
+    return policy, load_tokenizer(base), play
 
 
 class _LLMRole:
@@ -77,13 +70,12 @@ class _LLMRole:
     def __init__(self, path_or_repo_id: str, *, base_model: str | None = None,
                  device: str | None = None, temperature: float | None = None,
                  ucm_levels: int | None = None) -> None:
-        self.policy, self.tokenizer, trained = load_llm(path_or_repo_id, base_model, device)
-        self.config = trained_config(trained)
+        self.policy, self.tokenizer, self.config = load_llm(path_or_repo_id, base_model, device)
         self.text = self.config.text_config()  # history_ttis k, as in training
         if ucm_levels is None:  # K: the leader's prompt states it; followers get it in reset
             ucm_levels = self.config.scenario_config().cell.ucm_levels
         self.ucm_levels = ucm_levels
-        self.temperature = self.config.temperature_end if temperature is None else temperature
+        self.temperature = self.config.temperature if temperature is None else temperature
         self.render = chat_render(self.tokenizer) if self.config.use_chat_template else None
         self.decider = Decider(self.policy, self.tokenizer, pag_backend=self.config.pag_backend)
         self.encoder = self.decider.encoder

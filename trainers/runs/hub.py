@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, snapshot_download
@@ -30,7 +30,10 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, snapsho
 from grammars import ROLES
 from textgame.metrics import Summary
 from textgame.tables import kpi_table
-from trainers.stackelberg.config import StackelbergPPOConfig
+from trainers.policy.play_config import PLAY_CONFIG, TRAINER_CONFIG
+
+if TYPE_CHECKING:  # the trainer's config is only written here; playing needs PlayConfig
+    from trainers.stackelberg.config import StackelbergPPOConfig
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +41,6 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 VALUE_HEADS = "value_heads.safetensors"
 VALUE_HEADS_CONFIG = "value_heads.json"
 MODEL_CARD = "README.md"
-TRAINER_CONFIG = "trainer_config.json"  # the StackelbergPPOConfig a policy was trained with
 TAGS = ("agentic-mac", "reinforcement-learning", "wireless", "mac-protocol", "stackelberg", "ppo",
         "lora", "arxiv:2510.10895")
 DEFAULT_COMMIT_MESSAGE = "Upload Stackelberg PPO adapters, value heads and model card"
@@ -263,15 +265,11 @@ def _config_yaml(config: StackelbergPPOConfig) -> str:
 
 
 def write_trainer_config(folder: str | Path, config: StackelbergPPOConfig) -> None:
-    """Save the training config beside a policy: evaluation replays its text layer and UEs."""
+    """Save the training config beside a policy, and its play config, which evaluation, the
+    scheduler API and the teachers play it with (:meth:`PlayConfig.read`)."""
     text = json.dumps(_plain_config(config), indent=2) + "\n"
     (Path(folder) / TRAINER_CONFIG).write_text(text, encoding="utf-8")
-
-
-def read_trainer_config(folder: str | Path) -> dict[str, Any] | None:
-    """The config :func:`write_trainer_config` saved in ``folder``, or None (older policies)."""
-    path = Path(folder) / TRAINER_CONFIG
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    config.play_config().save(folder)
 
 
 # ------------------------------------------------------------------------------ transfer
@@ -294,7 +292,7 @@ def push_to_hub(folder: str | Path, repo_id: str, *, base_model: str,
     logger.info("Pushing %s to %s (private=%s)", folder, repo_id, private)
     _scrubbed(token, api.create_repo, repo_id, private=private, exist_ok=True, token=token)
     commit = _scrubbed(token, api.upload_folder, repo_id=repo_id, folder_path=folder, token=token,
-                       allow_patterns=[*policy_files(), MODEL_CARD, TRAINER_CONFIG],
+                       allow_patterns=[*policy_files(), MODEL_CARD, TRAINER_CONFIG, PLAY_CONFIG],
                        commit_message=commit_message)
     logger.info("Pushed %s", commit.commit_url)
     return commit.commit_url
@@ -313,7 +311,7 @@ def download(repo_id_or_path: str | Path, *, revision: str | None = None,
                          "('namespace/name')")
     snapshot = _scrubbed(token, snapshot_download, text, revision=revision, token=token,
                          cache_dir=cache_dir, endpoint=endpoint,
-                         allow_patterns=[*policy_files(), MODEL_CARD, TRAINER_CONFIG])
+                         allow_patterns=[*policy_files(), MODEL_CARD, TRAINER_CONFIG, PLAY_CONFIG])
     return check_layout(snapshot)
 
 

@@ -4,32 +4,23 @@ The model side (checkpoint, dtype, LoRA rank and targets, 4-bit quantisation) is
 ``ModelConfig``; this dataclass holds the game, the rollout, PPO per role, seeding, checkpoints
 and logging. Field metadata carry the help strings that ``TrlParser``/``HfArgumentParser`` print;
 defaults are the design doc's, those marked *assumed* are ours where the paper gives no number.
+It composes :class:`~trainers.policy.play_config.PlayConfig`: the fields a trained policy plays
+with take their defaults, help and checks from there, and :meth:`StackelbergPPOConfig.play_config`
+is what every saved policy carries.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from textgame.config import (
-    ScenarioConfig,
-    check_int_at_least,
-    check_positive,
-    check_real_in,
-    scenario_field,
-)
+from textgame.config import ScenarioConfig, check_int_at_least, check_positive, check_real_in
 from textgame.config import fail_field as _fail_field
-from textgame.policies import FOLLOWERS
+from textgame.config import help_field as _help
 from textgame.prompts import TextConfig
+from trainers.policy.play_config import PlayConfig, check_play_fields, play_field
 from trainers.runs.run_dir import DISABLE_TQDM_HELP, OVERWRITE_HELP, RESUME_HELP, resume_option
-
-PAG_BACKENDS = ("llguidance", "regex", "none")
-
-
-def _help(text: str, **kwargs) -> Any:
-    return field(metadata={"help": text}, **kwargs)
-
 
 OWNER = "StackelbergPPOConfig"
 
@@ -70,30 +61,17 @@ class StackelbergPPOConfig:
     """
 
     # ------------------------------------------------------------------ game and text layer
-    scenario: dict | str | None = _help(
-        "The cell (design §2) as a mapping (YAML) or a JSON string with sections cell, traffic, "
-        "channel, reward; None = design defaults (train I ~ U{3, 4, 5}, N = 4, T = 50).",
-        default=None)
-    history_ttis: int = _help("k: TTIs of history in every prompt (design §4).", default=0)
-    prompt_format: int = _help(
-        "Prompt format version, saved with the adapters (design §4.4): 2 = every follower "
-        "prompt starts with the same meta-prompt and names the UE in its observation (one "
-        "shared prefix for all UEs); 1 = the UE's number in its meta-prompt (runs saved "
-        "before the field existed play as 1).", default=2)
-    use_chat_template: bool = _help(
-        "Render prompts with the tokenizer's chat template when it has one.", default=True)
-    pag_backend: Literal["llguidance", "regex", "none"] = _help(
-        "PAG masking (design §5): 'llguidance' (CFG, default), 'regex' (outlines_core DFA) or "
-        "'none' (free generation, lenient parsing: the ablation).", default="llguidance")
-    follower_policy: Literal["llm", "dictator", "s_aloha", "random"] = _help(
-        "Who plays the UEs: 'llm' (the follower adapter, trained) or a textgame heuristic "
-        "follower ('dictator' = obedient UEs: the paper's Dictator ablation, leader trained "
-        "alone; 's_aloha'; 'random').", default="llm")
+    scenario: dict | str | None = play_field("scenario")
+    history_ttis: int = play_field("history_ttis")
+    prompt_format: int = play_field("prompt_format")
+    use_chat_template: bool = play_field("use_chat_template")
+    pag_backend: Literal["llguidance", "regex", "none"] = play_field("pag_backend")
+    follower_policy: Literal["llm", "dictator", "s_aloha", "random"] = play_field(
+        "follower_policy")
     legacy_ues: int = _help(
         "Legacy UEs per env beside the agentic ones (paper Table VII): the last this many "
         "active UEs by rank play legacy_policy and are not trained.", default=0)
-    legacy_policy: Literal["s_aloha", "dictator", "random"] = _help(
-        "The legacy UEs' heuristic (paper App. B-C: S-ALOHA).", default="s_aloha")
+    legacy_policy: Literal["s_aloha", "dictator", "random"] = play_field("legacy_policy")
 
     # ---------------------------------------------------------------------------- rollout
     n_envs: int = _help("B: environments simulated in lock step per process.", default=8)
@@ -118,11 +96,7 @@ class StackelbergPPOConfig:
         "distinct meta-prompts and less padding per minibatch (with shared_prefix_update, ~18 % "
         "fewer follower tokens at I = 3..5). Changes which decisions share a minibatch and its "
         "advantage normalisation; False = minibatches of a plain shuffle.", default=False)
-    trainable_layers: int = _help(
-        "k: both roles' LoRA adapters on the top k decoder layers only (PEFT "
-        "layers_to_transform); the layers below are the frozen trunk, whose states the rollout "
-        "keeps so the PPO update, the KL reference and the value heads run the top k layers "
-        "only (design §6.10; the same gradients). 0 = every layer.", default=0)
+    trainable_layers: int = play_field("trainable_layers")
     trunk_cache_gib: float = _help(
         "Budget of the frozen trunk's kept states per epoch (GiB); past it trunk_overflow "
         "decides.", default=2.0)
@@ -239,14 +213,7 @@ class StackelbergPPOConfig:
     hub_private: bool = _help("Create the Hub repository as private.", default=True)
 
     def __post_init__(self) -> None:
-        self.scenario = scenario_field(OWNER, self.scenario)
-        self.text_config()
-        if self.pag_backend not in PAG_BACKENDS:
-            _fail("pag_backend", self.pag_backend, f"one of {list(PAG_BACKENDS)}")
-        if self.follower_policy != "llm" and self.follower_policy not in FOLLOWERS:
-            _fail("follower_policy", self.follower_policy, f"'llm' or one of {sorted(FOLLOWERS)}")
-        if self.legacy_policy not in FOLLOWERS:
-            _fail("legacy_policy", self.legacy_policy, f"one of {sorted(FOLLOWERS)}")
+        check_play_fields(OWNER, self)
         if self.expert_leader not in ("max_weight", "round_robin"):
             _fail("expert_leader", self.expert_leader, "'max_weight' or 'round_robin'")
         for name in ("prefix_cache", "shared_prefix_update", "group_by_prefix",
@@ -269,7 +236,7 @@ class StackelbergPPOConfig:
                      "expert_episodes", "eval_episodes", "log_every", "save_total_limit",
                      "gradient_accumulation_steps"):
             check_int_at_least(OWNER, name, getattr(self, name), 1)
-        for name in ("total_epochs", "history_ttis", "legacy_ues", "trainable_layers",
+        for name in ("total_epochs", "legacy_ues",
                      "critic_warmup_episodes", "critic_warmup_steps",
                      "eval_every", "save_every",
                      "expert_agreement_episodes", "expert_agreement_ttis"):
@@ -312,7 +279,13 @@ class StackelbergPPOConfig:
         return ScenarioConfig.from_dict(self.scenario)
 
     def text_config(self) -> TextConfig:
-        return TextConfig(history_ttis=self.history_ttis, prompt_format=self.prompt_format)
+        return self.play_config().text_config()
+
+    def play_config(self) -> PlayConfig:
+        """What playing the trained policy needs (saved beside its adapters), its temperature
+        the last epoch's."""
+        return PlayConfig(**{f.name: getattr(self, f.name) for f in fields(PlayConfig)
+                             if f.name != "temperature"}, temperature=self.temperature_end)
 
     def temperature(self, epoch: int) -> float:
         """Linear decay from temperature_start (epoch 0) to temperature_end (last epoch)."""

@@ -1,181 +1,55 @@
-"""Rollout (design §6, Algorithm 1 lines 5-13): B text games in lock step, batched LLM decisions.
+"""Rollout (design §6, Algorithm 1 lines 5-13): an epoch's episodes as PPO batches.
 
-Per TTI: one PAG-constrained generation for the leaders of all B envs, then one for the followers
-of all envs (followers share the follower adapter). Each decision keeps what PPO needs to replay
-its masks and recompute its log-prob: the prompt's token ids, the action tokens, their grammar,
-the sampling temperature, the action log-prob and the value. After each batch of episodes GAE
-runs per env for the leader and per UE slot for the followers (:func:`trainers.ppo.gae`).
-
-Seeds are a function of (seed, epoch, batch, process) only, so an epoch can be replayed exactly
-after a resume without storing the environments' state.
+:class:`RolloutWorker` plays batches of B episodes (:class:`~trainers.policy.player.GamePlayer`:
+B text games in lock step, batched PAG-constrained LLM decisions, seeds a function of (seed,
+epoch, batch, process) only), then runs GAE per env for the leader and per UE slot for the
+followers (:func:`trainers.ppo.gae`) and gathers each role's :class:`Decisions`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from textgame.policies import FollowerPolicy, MixedFollower, legacy_mask, make_follower
-from textgame.text_env import TextStackelbergEnv
-from trainers.policy.decide import Decider
+from trainers.policy.player import GamePlayer, Trace
 from trainers.ppo import gae
 from trainers.stackelberg.config import StackelbergPPOConfig
 
 
 @dataclass
-class Decisions:
-    """One role's decisions of an epoch, flattened; rows are decisions."""
+class Decisions(Trace):
+    """One role's decisions of an epoch: the traces of its batches of episodes, flattened,
+    with each decision's GAE advantage and return and the epoch's sampling temperature."""
 
-    prompts: list[list[int]] = field(default_factory=list)  # prompt token ids, unpadded
-    prefix_lengths: list[int] = field(default_factory=list)  # meta-prompt tokens (0: unknown)
-    tokens: list[list[int]] = field(default_factory=list)  # action tokens incl. EOS
-    grammars: list = field(default_factory=list)  # ActionGrammar of each decision
-    logprobs: list[float] = field(default_factory=list)  # eq. 12 at sampling time
-    values: list[float] = field(default_factory=list)
     advantages: list[float] = field(default_factory=list)
     returns: list[float] = field(default_factory=list)
-    rewards: list[float] = field(default_factory=list)
-    trunk_ids: list[int] = field(default_factory=list)  # policy.trunk ids (frozen trunk only)
     temperature: float = 1.0
 
     def __len__(self) -> int:
         return len(self.prompts)
 
-
-@dataclass
-class _Trace:
-    """One role's per-TTI records of a batch of episodes, before GAE."""
-
-    rows: list[tuple[int, int]] = field(default_factory=list)  # (owner, tti) of each decision
-    prompts: list[list[int]] = field(default_factory=list)
-    prefix_lengths: list[int] = field(default_factory=list)
-    tokens: list[list[int]] = field(default_factory=list)
-    grammars: list = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    rewards: list[float] = field(default_factory=list)
-    trunk_ids: list[int] = field(default_factory=list)  # policy.trunk ids, when keep_trunk
-    hiddens: list = field(default_factory=list)  # (b, H) value-head inputs, when keep_hidden
-    keep_trunk: bool = False
-    keep_hidden: bool = False
+    def add(self, trace: Trace, advantages: list[float], returns: list[float]) -> None:
+        """Append one batch's trace (its list fields) and its advantages and returns."""
+        for name, values in vars(trace).items():
+            if isinstance(values, list):
+                getattr(self, name).extend(values)
+        self.advantages += advantages
+        self.returns += returns
 
 
-def _unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
-    return [row[mask.bool()].tolist() for row, mask in zip(input_ids.cpu(), attention_mask.cpu(),
-                                                           strict=True)]
-
-
-def _numeric_follower(config: StackelbergPPOConfig) -> FollowerPolicy | None:
-    """The heuristic that plays some or all UEs, or None when the LLM plays every UE."""
-    legacy = make_follower(config.legacy_policy) if config.legacy_ues else None
-    if config.follower_policy == "llm":
-        return legacy
-    ues = make_follower(config.follower_policy)
-    return ues if legacy is None else MixedFollower(ues, legacy, config.legacy_ues)
-
-
-class RolloutWorker:
-    """Plays episodes of the text game with a :class:`StackelbergPolicy` and records decisions."""
+class RolloutWorker(GamePlayer):
+    """A :class:`~trainers.policy.player.GamePlayer` of the training config that also turns its
+    traces into the epoch's PPO batches (:meth:`collect`)."""
 
     def __init__(self, policy, tokenizer, encoder, config: StackelbergPPOConfig,
                  render=None, process_index: int = 0) -> None:
-        self.policy, self.tokenizer, self.encoder, self.config = policy, tokenizer, encoder, config
-        self.process_index = process_index
-        self.scenario = config.scenario_config()
-        self.env = TextStackelbergEnv(self.scenario, config.n_envs, config.text_config(), render)
-        cell = self.scenario.cell
-        self.n_rbgs, self.ucm_levels = cell.n_rbgs, cell.ucm_levels
-        self.decider = Decider(policy, tokenizer, pag_backend=config.pag_backend,
-                               prefix_cache=config.prefix_cache, encoder=encoder)
-        self.numeric_follower = _numeric_follower(config)
+        super().__init__(policy, tokenizer, encoder, config.play_config(), n_envs=config.n_envs,
+                         legacy_ues=config.legacy_ues, prefix_cache=config.prefix_cache,
+                         seed=config.seed, render=render, process_index=process_index)
+        self.config = config
 
-    def seeds(self, epoch: int, batch: int) -> tuple[int, int]:
-        """(environment seed, sampling seed) of one batch of episodes."""
-        key = np.random.SeedSequence([self.config.seed, epoch, batch, self.process_index])
-        env_seed, sample_seed = key.generate_state(2)
-        return int(env_seed), int(sample_seed)
-
-    def _decide(self, role: str, prompts: list[str], n_ues: list[int], generator, temperature,
-                trace: _Trace, owners: list[int], tti: int) -> list[str]:
-        out = self.decider.decide(role, prompts, n_ues, self.env.builder, generator=generator,
-                                  temperature=temperature,
-                                  trunk_out=trace.trunk_ids if trace.keep_trunk else None,
-                                  hidden_out=trace.hiddens if trace.keep_hidden else None)
-        sample = out.sample
-        lengths = sample.lengths.tolist()
-        trace.prompts += _unpad(out.input_ids, out.attention_mask)
-        trace.prefix_lengths += out.prefix_lengths or [0] * len(prompts)
-        trace.tokens += [row[:n] for row, n in zip(sample.tokens.tolist(), lengths, strict=True)]
-        trace.grammars += out.grammars
-        trace.logprobs += sample.action_logprob.float().tolist()
-        trace.values += out.values.float().tolist()
-        trace.rows += [(owner, tti) for owner in owners]
-        return sample.texts
-
-    def _follow(self, prompts: list[str], n_active: np.ndarray, generator, temperature,
-                trace: _Trace, tti: int) -> tuple[list[str], np.ndarray]:
-        """Follower texts in ``follower_slots`` order and the indices the LLM answered.
-
-        UEs that a heuristic plays (all of them for ``follower_policy != 'llm'``, the legacy UEs
-        otherwise) answer with the heuristic's action as text; the rest are one LLM batch.
-        """
-        env, i_max = self.env, self.scenario.cell.max_ues
-        slots = env.follower_slots
-        texts: list[str] = [""] * len(slots)
-        llm = np.arange(len(slots))
-        if self.numeric_follower is not None:
-            obs = env.follower_obs
-            texts = env.follower_texts(*self.numeric_follower.act(obs))
-            if self.config.follower_policy != "llm":
-                llm = llm[:0]
-            else:
-                legacy = legacy_mask(obs.active, self.config.legacy_ues)  # (B, I_max)
-                llm = np.array([k for k, (b, i) in enumerate(slots) if not legacy[b, i]],
-                               dtype=np.int64)
-        if llm.size:
-            rows = [slots[k] for k in llm]
-            answers = self._decide("follower", [prompts[k] for k in llm],
-                                   [int(n_active[b]) for b, _ in rows],
-                                   generator, temperature, trace,
-                                   [b * i_max + i for b, i in rows], tti)
-            for k, text in zip(llm, answers, strict=True):
-                texts[k] = text
-        return texts, llm
-
-    def play(self, epoch: int, batch: int, temperature: float, seeds: tuple | None = None,
-             keep_trunk: bool = False, keep_hidden: bool = False,
-             ) -> tuple[_Trace, _Trace, dict]:
-        """One batch of B episodes: (leader trace, follower trace, episode KPIs).
-
-        ``seeds`` = (environment seed, sampling seed) overrides :meth:`seeds` (evaluation plays
-        the environments of :func:`textgame.runner.batch_seeds`). ``keep_trunk``: keep every
-        decision's frozen-trunk states in ``policy.trunk`` for the update (training only);
-        ``keep_hidden``: every decision's value-head input in the traces' ``hiddens``.
-        """
-        env_seed, sample_seed = seeds or self.seeds(epoch, batch)
-        generator = torch.Generator(self.policy.device).manual_seed(sample_seed)
-        env, cell = self.env, self.scenario.cell
-        if self.numeric_follower is not None:
-            self.numeric_follower.reset(env.n_envs, cell.max_ues, cell.n_rbgs, cell.ucm_levels,
-                                        np.random.default_rng(sample_seed))
-        leader, follower = (_Trace(keep_trunk=keep_trunk, keep_hidden=keep_hidden)
-                            for _ in range(2))
-        prompts = env.reset(seed=env_seed)
-        for tti in range(self.scenario.cell.episode_ttis):
-            n_active = env.game.sim.active.sum(axis=1)
-            texts = self._decide("leader", prompts, [int(n) for n in n_active], generator,
-                                 temperature, leader, list(range(env.n_envs)), tti)
-            prompts = env.step_leader(texts)
-            texts, llm = self._follow(prompts, n_active, generator, temperature, follower, tti)
-            step = env.step_followers(texts)
-            leader.rewards += step.leader_rewards.tolist()
-            follower.rewards += step.follower_rewards[llm].tolist()
-            prompts = step.leader_prompts
-        return leader, follower, step.info["kpis"]
-
-    def advantages(self, trace: _Trace, owners: int, monte_carlo: bool = False,
+    def advantages(self, trace: Trace, owners: int, monte_carlo: bool = False,
                    ) -> tuple[list[float], list[float]]:
         """GAE over TTIs per owner (env or UE slot); inactive TTIs skipped (trainers.ppo.gae).
         ``monte_carlo``: lambda = 1 and no values, so the returns are the discounted rewards to
@@ -213,15 +87,5 @@ class RolloutWorker:
                 if not trace.rows:  # heuristic UEs only: nothing to learn for this role
                     continue
                 advantages, returns = self.advantages(trace, owners)
-                d = out[role]
-                d.prompts += trace.prompts
-                d.prefix_lengths += trace.prefix_lengths
-                d.tokens += trace.tokens
-                d.grammars += trace.grammars
-                d.logprobs += trace.logprobs
-                d.values += trace.values
-                d.rewards += trace.rewards
-                d.advantages += advantages
-                d.returns += returns
-                d.trunk_ids += trace.trunk_ids
+                out[role].add(trace, advantages, returns)
         return out["leader"], out["follower"], kpis

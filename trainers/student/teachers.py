@@ -7,7 +7,7 @@ the D(I) it was trained on and how its leader learns the DCM executed in its ste
 - ``student:DIR`` (:class:`StudentTeacher`): a distilled student, valid at every I;
 - ``llm:DIR_OR_REPO`` (:class:`LLMTeacher`): Stackelberg PPO adapters played through
   :mod:`trainers.policy.scheduler` (k-TTI history included; the UEs of a Dictator run by that
-  heuristic), D(I) from their ``trainer_config.json``. ``greedy`` samples at the run's final
+  heuristic), D(I) from their ``play_config.json``. ``greedy`` samples at the run's final
   temperature (PAG sampling has no temperature 0), otherwise at 1.0.
 
 A bad spec raises :class:`trainers.specs.SpecError` naming ``DistillConfig.teacher``, so the
