@@ -42,3 +42,25 @@ def test_wheel_installs_every_package_and_the_command(tmp_path):
     assert sim.returncode == 0, sim.stderr[-3000:]
     assert sim.stdout.startswith("| leader | followers | ues | rbgs |")
     assert "| max_weight | dictator | 3 | 4 |" in sim.stdout
+
+
+def test_the_floor_file_pins_every_lower_bound_of_pyproject():
+    """.ci/run installs .ci/floors.txt in a second environment: it must pin exactly the lower
+    bounds pyproject.toml declares (dependencies and the dev and smollm extras)."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    declared = [*project["dependencies"], *extras["dev"], *extras["smollm"]]
+    lower = {}
+    for requirement in declared:
+        if requirement.startswith("agentic-mac"):
+            continue
+        name, floor = re.match(r"([A-Za-z0-9_.-]+)>=([^,;\s]+)", requirement).groups()
+        lower[name] = floor
+    lines = [line for line in (ROOT / ".ci" / "floors.txt").read_text().splitlines()
+             if line and not line.startswith("#")]
+    pinned = dict(line.split("==") for line in lines)
+    assert pinned == lower
+    assert "--constraint .ci/floors.txt" in (ROOT / ".ci" / "run").read_text()
