@@ -290,3 +290,27 @@ def test_learns_clearly_above_random(tmp_path, algo):
 
 
 TINY_CELL_SCENARIO = ScenarioConfig.from_dict(TINY_CELL)
+
+
+def test_train_marl_command_saves_every_episode_of_its_tables(tmp_path, capsys):
+    """``agentic-mac train-marl``'s final tables: every episode in episodes.csv by (cell,
+    policy, seed), each row's mean that of its episodes."""
+    import csv
+
+    from textgame.tables import cell
+    from trainers.cli.train_marl import main
+
+    assert main(["--algo", "mappo", "--ues", "2", "--ttis", "3", "--n_envs", "2",
+                 "--total_updates", "1", "--eval_episodes", "3", "--eval_ues", "3",
+                 "--disable_tqdm", "true", "--output_dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    episodes = list(csv.DictReader((tmp_path / "episodes.csv").open()))
+    groups = {(r["cell"], r["policy"], r["seed"]) for r in episodes}
+    policies = {"MAPPO (sampled)", "MAPPO (greedy)", "random/random", "max_weight/dictator"}
+    assert groups == {(c, p, "1") for c in ("training cell", "I = 3") for p in policies}
+    assert len(episodes) == 3 * len(groups)
+    title = out.index("KPIs on the I = 3")
+    for policy in policies:
+        values = [float(r["leader_utility"]) for r in episodes  # the tables' first KPI
+                  if (r["cell"], r["policy"]) == ("I = 3", policy)]
+        assert f"| {policy} | {cell(float(np.mean(values)))} |" in out[title:]

@@ -137,3 +137,17 @@ def test_paired_difference_is_the_t_interval_of_the_differences():
     assert paired_difference([1.0, math.nan, 3.0], [0.5, 2.0, 2.0]).n == 2
     with pytest.raises(ValueError, match="paired samples of 2 and 3 episodes"):
         paired_difference([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_episodes_csv_writes_every_episode_exactly_under_its_labels():
+    from textgame.metrics import episodes_csv
+
+    groups = [({"policy": "a", "seed": 3}, {"x": np.array([0.1, 1 / 3]), "y": np.array([1, 2])}),
+              ({"policy": "b", "seed": 4}, {"x": np.array([np.nan])})]
+    lines = episodes_csv(groups).splitlines()
+    assert lines == ["policy,seed,episode,x,y", "a,3,0,0.1,1.0", f"a,3,1,{1 / 3!r},2.0",
+                     "b,4,0,nan,"]
+    assert float(lines[2].split(",")[3]) == 1 / 3  # repr: the exact double comes back
+    assert episodes_csv([]) == ""
+    with pytest.raises(ValueError, match=r"different labels; allowed: \['policy', 'seed'\]"):
+        episodes_csv([*groups, ({"policy": "c"}, {"x": np.zeros(1)})])

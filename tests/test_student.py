@@ -5,6 +5,7 @@ cells (N = 4, T <= 20)."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import itertools
 import json
@@ -376,6 +377,12 @@ def test_distill_with_a_ppo_baseline_adds_its_columns(tmp_path):
             row[f"baseline_{kpi}"] / row[f"teacher_{kpi}"])
     table = (tmp_path / "retention.md").read_text().splitlines()
     assert "student / baseline / teacher" in table[0] and table[2].count(" / ") == 4
+    episodes = list(csv.DictReader((tmp_path / "episodes.csv").open()))  # behind the table
+    assert [(r["ues"], r["player"], r["seed"]) for r in episodes[::4]] == [
+        ("3", player, str(config.seed + 1)) for player in ("teacher", "student", "baseline")]
+    for player in ("teacher", "student", "baseline"):
+        values = [float(r["throughput_mbps"]) for r in episodes if r["player"] == player]
+        assert row[f"{player}_throughput_mbps"] == pytest.approx(np.mean(values), rel=1e-12)
 
 
 # --------------------------------------------------------------------------- ONNX, serving

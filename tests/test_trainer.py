@@ -9,6 +9,7 @@ itself runs as a subprocess (and under ``accelerate launch`` with two gloo proce
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import logging
@@ -36,6 +37,7 @@ from textgame.config import ConfigError
 from textgame.metrics import summarize
 from textgame.policies import make_follower, make_leader
 from textgame.runner import run_episodes
+from textgame.tables import cell
 from trainers.pag.sampler import replay_masks
 from trainers.policy.encoding import left_pad
 from trainers.policy.models import StackelbergPolicy
@@ -313,6 +315,13 @@ def test_zero_epochs_evaluates_and_saves_the_starting_policy(tiny_path, tmp_path
     out = capsys.readouterr().out
     assert "no PPO epochs (total_epochs = 0)" in out and "LLM (Stackelberg PPO)" in out
     assert all(f"| {name} |" in out for name in ("S-ALOHA", "Round Robin", "Max-Weight"))
+    episodes = list(csv.DictReader((tmp_path / "zero" / "episodes.csv").open()))
+    counts = collections.Counter(r["policy"] for r in episodes)  # the table's episodes
+    assert counts == {name: 4 for name in ("LLM (Stackelberg PPO)", "S-ALOHA", "Round Robin",
+                                           "Max-Weight")}
+    for name in counts:  # each table row is the mean of its episodes (printed as cell())
+        values = [float(r["throughput_mbps"]) for r in episodes if r["policy"] == name]
+        assert f"| {name} | {cell(float(np.mean(values)))} |" in out
     for role in ROLES:
         name = f"{role}/adapter_model.safetensors"
         want, got = load_file(folder / name), load_file(tmp_path / "zero" / "final" / name)

@@ -204,3 +204,34 @@ def summarize(episodes: Iterable[Mapping[str, np.ndarray]]) -> dict[str, Summary
         for kpi, values in batch.items():
             pooled.setdefault(kpi, []).extend(np.atleast_1d(values).tolist())
     return {kpi: summarize_values(v) for kpi, v in pooled.items()}
+
+
+def means(episodes: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Each KPI's mean over the episodes of one result (a table row)."""
+    return {kpi: s.mean for kpi, s in summarize([episodes]).items()}
+
+
+def episodes_csv(groups: Iterable[tuple[Mapping[str, object], Mapping[str, np.ndarray]]]) -> str:
+    """Every episode's KPIs as CSV, one line per episode: each group's labels (the same keys for
+    every group: policy, I, seed, ...), the episode's index in its group, then every KPI (the
+    union of the groups', empty where a group lacks one), exact (``repr``): what any later
+    statistic needs, from disk."""
+    import csv
+    import io
+
+    groups = list(groups)
+    if not groups:
+        return ""
+    names = list(groups[0][0])
+    if any(list(labels) != names for labels, _ in groups):
+        raise ValueError(f"episode groups with different labels; allowed: {names} for every one")
+    kpis = sorted({kpi for _, result in groups for kpi in result})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*names, "episode", *kpis])
+    for labels, result in groups:
+        count = max(len(np.atleast_1d(values)) for values in result.values())
+        for e in range(count):
+            writer.writerow([*labels.values(), e,
+                             *(repr(float(result[k][e])) if k in result else "" for k in kpis)])
+    return out.getvalue()

@@ -61,19 +61,9 @@ def simulate(base: ScenarioConfig, pairs: Sequence[Pair], *, ues=None, rbgs=None
     return rows
 
 
-def episodes_csv(rows: Sequence[dict]) -> str:
-    """Every episode of :func:`simulate`'s rows, one line per (pair, I, N, seed, episode) with
-    every KPI: what any later statistic needs, from disk."""
-    import csv
-    import io
-
-    kpis = sorted({k for row in rows for batch in row["episodes"].values() for k in batch})
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["leader", "followers", "ues", "rbgs", "seed", "episode", *kpis])
-    for row in rows:
-        for seed, batch in row["episodes"].items():
-            for e in range(len(batch[kpis[0]])):
-                writer.writerow([row["leader"], row["followers"], row["ues"], row["rbgs"], seed,
-                                 e, *(repr(float(batch[k][e])) for k in kpis)])
-    return out.getvalue()
+def episode_groups(rows: Sequence[dict]) -> list[tuple[dict, dict]]:
+    """Every episode batch of :func:`simulate`'s rows with its labels (pair, I, N, seed), for
+    :func:`textgame.metrics.episodes_csv`."""
+    return [({"leader": row["leader"], "followers": row["followers"], "ues": row["ues"],
+              "rbgs": row["rbgs"], "seed": seed}, batch)
+            for row in rows for seed, batch in row["episodes"].items()]

@@ -205,11 +205,11 @@ def play_units(args: EvaluateConfig, specs, cases, rank: int = 0, world: int = 1
 def evaluate(args: EvaluateConfig) -> str:
     """Every policy on every case (split across processes under ``accelerate launch``); the
     main process writes the tables and figures and returns the table ('' elsewhere)."""
-    from textgame.metrics import summarize
+    from textgame.metrics import episodes_csv, summarize
     from trainers.evaluation.report import (
         PAIRED_KPIS,
         SWEEPS,
-        episodes_csv,
+        episode_groups,
         markdown,
         paired_rows,
         plot_sweep,
@@ -235,7 +235,8 @@ def evaluate(args: EvaluateConfig) -> str:
     (out / "results.md").write_text(table)
     (out / "results.csv").write_text(to_csv(rows))
     labels = [spec.label for spec in specs]
-    (out / "episodes.csv").write_text(episodes_csv(results, cases, labels, args.seed))
+    groups = episode_groups(results, cases, labels, args.seed)
+    (out / "episodes.csv").write_text(episodes_csv(groups))
     extra = [out / "episodes.csv"]
     if args.paired_against is not None:
         paired = paired_rows(results, cases, labels, args.paired_against, args.seeds)

@@ -23,9 +23,9 @@ from typing import Literal
 from tqdm.auto import tqdm
 
 from textgame.config import ScenarioConfig, check_int_at_least, fail_field
-from textgame.metrics import KPIS
+from textgame.metrics import KPIS, episodes_csv
 from textgame.policies import FOLLOWERS, LEADERS
-from textgame.simulate import DEFAULT_TABLE_KPIS, Pair, episodes_csv, pair_policies, simulate
+from textgame.simulate import DEFAULT_TABLE_KPIS, Pair, episode_groups, pair_policies, simulate
 from textgame.tables import kpi_csv, kpi_table
 from trainers.cli.args import (
     CLIError,
@@ -135,7 +135,7 @@ def simulate_table(args: SimulateConfig) -> list[dict]:
     if out is not None:
         (out / "results.md").write_text(table)
         (out / "results.csv").write_text(csv_text)
-        (out / "episodes.csv").write_text(episodes_csv(rows))
+        (out / "episodes.csv").write_text(episodes_csv(episode_groups(rows)))
     return rows
 
 

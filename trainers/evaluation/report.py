@@ -68,23 +68,13 @@ def paired_rows(results: Mapping[tuple, Mapping], cases: Sequence, labels: Seque
     return rows
 
 
-def episodes_csv(results: Mapping[tuple, Mapping], cases: Sequence, labels: Sequence[str],
-                 first_seed: int) -> str:
-    """Every episode's KPIs, one line per (suite, case, policy, seed, episode): what any later
-    statistic (a paired test, a bootstrap) needs, from disk."""
-    import csv
-    import io
-
-    kpis = sorted({k for value in results.values() for k in value})
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["suite", "case", "x", "policy", "seed", "episode", *kpis])
-    for (c, s, k), values in sorted(results.items()):
-        case = cases[c]
-        for e in range(len(values[kpis[0]])):
-            writer.writerow([case.suite, case.label, case.x, labels[s], first_seed + k, e,
-                             *(repr(float(values[kpi][e])) for kpi in kpis)])
-    return out.getvalue()
+def episode_groups(results: Mapping[tuple, Mapping], cases: Sequence, labels: Sequence[str],
+                   first_seed: int) -> list[tuple[dict, Mapping]]:
+    """Every (case, policy, seed) result with its labels (suite, case, x, policy, seed), for
+    :func:`textgame.metrics.episodes_csv`."""
+    return [({"suite": cases[c].suite, "case": cases[c].label, "x": cases[c].x,
+              "policy": labels[s], "seed": first_seed + k}, values)
+            for (c, s, k), values in sorted(results.items())]
 
 
 def to_csv(rows: Sequence[Mapping]) -> str:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from grammars import ROLES
 from textgame.config import ScenarioConfig
-from textgame.metrics import summarize
+from textgame.metrics import means
 from textgame.runner import run_episodes
 from trainers.marl.config import OWNER, MARLConfig
 from trainers.marl.model import WEIGHTS_FILE, MARLAgents
@@ -183,12 +183,16 @@ class MARLTrainer:
     def evaluate(self, scenario: ScenarioConfig | None = None, episodes: int | None = None,
                  greedy: bool = False, seed: int = 10**6) -> dict[str, float]:
         """Mean KPIs of the current policies on ``scenario`` (default: the training cell)."""
+        return means(self.play(scenario, episodes, greedy, seed))
+
+    def play(self, scenario: ScenarioConfig | None = None, episodes: int | None = None,
+             greedy: bool = False, seed: int = 10**6) -> dict[str, np.ndarray]:
+        """Every episode's KPIs (episodes,) of the current policies on ``scenario``."""
         self.agents.eval()
         episodes = episodes or self.config.eval_episodes
-        result = run_episodes(scenario or self.scenario, MARLLeader(self.agents, greedy),
-                              MARLFollower(self.agents, greedy), episodes,
-                              n_envs=min(episodes, 64), seed=seed)
-        return {k: s.mean for k, s in summarize([result]).items()}
+        return run_episodes(scenario or self.scenario, MARLLeader(self.agents, greedy),
+                            MARLFollower(self.agents, greedy), episodes,
+                            n_envs=min(episodes, 64), seed=seed)
 
     # ----------------------------------------------------------------------------- logging
     def log(self, record: dict) -> None:

@@ -48,7 +48,8 @@ TRAINER_STATE = "trainer_state.pt"  # torch.save of tensors and plain values: se
 TRAINER_STATE_JSON = "trainer_state.json"  # epoch, metrics history, LR schedulers: readable
 OPTIMIZER_STATE = "optimizer.pt"  # the optimizers' tensors (torch.save, load_state)
 METRICS_JSONL, METRICS_CSV, FINAL = "metrics.jsonl", "metrics.csv", "final"
-RUN_ENTRIES = (METRICS_JSONL, METRICS_CSV, FINAL)
+EPISODES_CSV = "episodes.csv"  # the final evaluation's every episode (textgame.metrics)
+RUN_ENTRIES = (METRICS_JSONL, METRICS_CSV, FINAL, EPISODES_CSV)
 
 logger = logging.getLogger(__name__)
 

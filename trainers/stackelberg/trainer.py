@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from grammars import ROLES
@@ -213,8 +214,11 @@ class StackelbergPPOTrainer:
 
     # ------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def evaluate(self, episodes: int | None = None, epoch_key: int = 10**9) -> dict[str, float]:
-        """KPIs of fresh episodes at the final temperature, without learning (main metrics)."""
+    def evaluate(self, episodes: int | None = None, epoch_key: int = 10**9,
+                 records: list | None = None) -> dict[str, float]:
+        """KPIs of fresh episodes at the final temperature, without learning (main metrics),
+        averaged over processes. ``records`` (a list) receives every process's episodes:
+        ``({"process", "batch"}, KPI arrays)`` per batch (textgame.metrics.episodes_csv)."""
         episodes = episodes or self.args.eval_episodes
         worker = self.worker
         kpis = []
@@ -222,6 +226,11 @@ class StackelbergPPOTrainer:
             with self.accelerator.autocast():
                 _, _, episode_kpis = worker.play(epoch_key, batch, self.args.temperature_end)
             kpis.append(episode_kpis)
+        if records is not None:
+            mine = [(self.accelerator.process_index, kpis)]
+            parts = gather_object(mine) if self.accelerator.num_processes > 1 else mine
+            records += [({"process": process, "batch": batch}, result)
+                        for process, batches in parts for batch, result in enumerate(batches)]
         return self._mean_kpis(kpis)
 
     # ----------------------------------------------------------------------------- seeding

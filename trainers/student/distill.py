@@ -31,8 +31,10 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from textgame.config import ScenarioConfig
+from textgame.metrics import episodes_csv
 from trainers.ppo import cosine_with_warmup
 from trainers.runs.run_dir import (
+    EPISODES_CSV,
     TRACKER_PROJECT,
     Trackers,
     begin_checkpoint,
@@ -219,7 +221,8 @@ def distill(config: DistillConfig, teacher: Teacher | None = None) -> dict:
 
     Returns ``{"final": path, "history": [...], "retention": [row per I], "seconds": ...}``
     (plus ``"baseline"``: :func:`trainers.student.ppo_baseline.train_from_scratch`'s result);
-    the retention rows also go to ``output_dir/retention.json`` and ``retention.md``.
+    the retention rows also go to ``output_dir/retention.json`` and ``retention.md``, every
+    episode behind them (I, player, seed) to ``output_dir/episodes.csv``.
     """
     from trainers.student.policies import load_student
     from trainers.student.retention import markdown, retention_table
@@ -237,9 +240,12 @@ def distill(config: DistillConfig, teacher: Teacher | None = None) -> dict:
         baseline = load_student(result["baseline"]["final"])
     student = load_student(final, config.eval_runtime)
     teacher = distiller.teacher
+    records: list = []
     rows = retention_table(distiller.scenario, student, (teacher.leader, teacher.follower),
-                           config.eval_ues, config.eval_episodes, config.seed + 1, baseline)
+                           config.eval_ues, config.eval_episodes, config.seed + 1, baseline,
+                           records)
     out = distiller.output_dir
+    (out / EPISODES_CSV).write_text(episodes_csv(records))
     (out / "retention.json").write_text(json.dumps([finite(r) for r in rows], indent=2))
     (out / "retention.md").write_text(markdown(rows))
     return {**result, "retention": rows}

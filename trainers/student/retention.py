@@ -10,33 +10,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from textgame.config import ScenarioConfig
-from textgame.metrics import summarize
-from textgame.policies import FollowerPolicy, LeaderPolicy
+from textgame.metrics import means
 from textgame.runner import run_episodes
 
 RETAINED = ("leader_utility", "throughput_mbps")
 
 
-def mean_kpis(scenario: ScenarioConfig, leader: LeaderPolicy, follower: FollowerPolicy,
-              episodes: int, seed: int) -> dict[str, float]:
-    result = run_episodes(scenario, leader, follower, episodes, min(episodes, 64), seed)
-    return {k: s.mean for k, s in summarize([result]).items()}
-
-
 def retention_table(scenario: ScenarioConfig, student: tuple, teacher: tuple,
                     ues: Sequence[int], episodes: int, seed: int,
-                    baseline: tuple | None = None) -> list[dict]:
+                    baseline: tuple | None = None, records: list | None = None) -> list[dict]:
     """One row per I: the retained KPIs of student and teacher and their ratios; with a
-    ``baseline`` (the undistilled student) also its KPIs and ratios (``baseline_*``)."""
+    ``baseline`` (the undistilled student) also its KPIs and ratios (``baseline_*``).
+    ``records`` (a list) receives every episode: ``({"ues", "player", "seed"}, KPI arrays)``
+    per (I, player), for :func:`textgame.metrics.episodes_csv`."""
     rows = []
+    players = {"teacher": teacher, "student": student}
+    if baseline is not None:
+        players["baseline"] = baseline
     for n_ues in ues:
         case = scenario.with_ue_counts((n_ues,))
-        theirs = mean_kpis(case, *teacher, episodes, seed)
-        row: dict = {"ues": n_ues}
-        players = {"student": student} if baseline is None else {"student": student,
-                                                                 "baseline": baseline}
-        for name, pair in players.items():
-            mine = mean_kpis(case, *pair, episodes, seed)
+        kpis = {}
+        for name, (leader, follower) in players.items():
+            result = run_episodes(case, leader, follower, episodes, min(episodes, 64), seed)
+            kpis[name] = means(result)
+            if records is not None:
+                records.append(({"ues": n_ues, "player": name, "seed": seed}, result))
+        theirs, row = kpis["teacher"], {"ues": n_ues}
+        for name in [n for n in players if n != "teacher"]:
+            mine = kpis[name]
             prefix = "" if name == "student" else "baseline_"
             for kpi in RETAINED:
                 row[f"{name}_{kpi}"], row[f"teacher_{kpi}"] = mine[kpi], theirs[kpi]
