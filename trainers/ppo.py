@@ -19,6 +19,7 @@ The trainer calls these; it does not re-derive them.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -208,6 +209,18 @@ def cosine_with_warmup(step: int, total: int, warmup: int = 0) -> float:
         return step / warmup
     progress = (step - warmup) / max(total - warmup, 1)
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def deterministic_algorithms(enabled: bool) -> None:
+    """torch's deterministic kernels for this process (``torch.use_deterministic_algorithms``,
+    ``warn_only``: an op without one warns rather than fails; cuDNN's deterministic mode and
+    cuBLAS's fixed workspace on a GPU), so two runs of one config at one thread count give the
+    same bits. Some CPU kernels otherwise accumulate in an order that varies between runs at two
+    threads or more (design §6.11)."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
 
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")

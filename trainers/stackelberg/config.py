@@ -56,7 +56,7 @@ class StackelbergPPOConfig:
         eval_every, eval_episodes, log_every, report_to, disable_tqdm
     Parameters of the run, its checkpoints and the Hub:
         output_dir, save_every, save_total_limit, resume_from_checkpoint, overwrite_output_dir,
-        seed, num_threads, mixed_precision, gradient_accumulation_steps,
+        seed, num_threads, deterministic, mixed_precision, gradient_accumulation_steps,
         gradient_checkpointing, push_to_hub, hub_model_id, hub_private
     """
 
@@ -200,8 +200,14 @@ class StackelbergPPOConfig:
     overwrite_output_dir: bool = _help(OVERWRITE_HELP, default=False)
     seed: int = _help("Seed of environments, sampling and initialisation.", default=0)
     num_threads: int | None = _help(
-        "Torch CPU threads per process; None = the cores this process may use divided among "
-        "the processes of the machine (accelerate launch's LOCAL_WORLD_SIZE).", default=None)
+        "Torch CPU threads per process; None = OMP_NUM_THREADS when set (accelerate launch "
+        "sets 1 unless given --num_cpu_threads_per_process), else the cores this process may "
+        "use divided among the processes of the machine (LOCAL_WORLD_SIZE).", default=None)
+    deterministic: bool = _help(
+        "Deterministic torch kernels (torch.use_deterministic_algorithms, design §6.11): two "
+        "runs of one config at one thread count give the same bytes, and a resumed run those "
+        "of an uninterrupted one. False = the default kernels, whose CPU update differs in the "
+        "last bits between runs at two threads or more.", default=True)
     mixed_precision: Literal["no", "fp16", "bf16"] = _help(
         "accelerate mixed precision: 'no', 'fp16' or 'bf16'.", default="no")
     gradient_accumulation_steps: int = _help("Minibatches per optimizer step.", default=1)
@@ -217,7 +223,7 @@ class StackelbergPPOConfig:
         if self.expert_leader not in ("max_weight", "round_robin"):
             _fail("expert_leader", self.expert_leader, "'max_weight' or 'round_robin'")
         for name in ("prefix_cache", "shared_prefix_update", "group_by_prefix",
-                     "allowed_vocab_head", "disable_tqdm"):
+                     "allowed_vocab_head", "disable_tqdm", "deterministic"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "True or False")
         from trainers.ppo import SCHEDULERS

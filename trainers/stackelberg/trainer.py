@@ -27,7 +27,7 @@ from grammars import ROLES
 from textgame.metrics import summarize
 from trainers.policy.chat import chat_render
 from trainers.policy.encoding import PromptEncoder
-from trainers.ppo import lr_scheduler
+from trainers.ppo import deterministic_algorithms, lr_scheduler
 from trainers.runs.hub import download, write_trainer_config
 from trainers.runs.run_dir import (
     CHECKPOINT_PREFIX,
@@ -91,6 +91,7 @@ class StackelbergPPOTrainer:
         self.policy, self.tokenizer = model, processing_class
         self.base_model_name = base_model_name
         check_accelerate_launch(args.gradient_accumulation_steps)
+        deterministic_algorithms(args.deterministic)
         self.accelerator = accelerator or Accelerator(
             mixed_precision=args.mixed_precision, log_with=args.report_to or None,
             project_dir=args.output_dir)
