@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib.util
 import json
 import logging
 import os
@@ -224,9 +225,23 @@ def check_trackers(report_to: Sequence[str]) -> None:
                            f"(pip install {_TRACKER_PACKAGES.get(name, name)}) or drop it")
 
 
-_TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "comet_ml": "comet-ml",
-                     "aim": "aim", "mlflow": "mlflow", "clearml": "clearml",
+_TRACKER_PACKAGES = {"tensorboard": "'agentic-mac[tensorboard]'", "wandb": "wandb",
+                     "comet_ml": "comet-ml", "aim": "aim", "mlflow": "mlflow", "clearml": "clearml",
                      "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio"}
+
+
+EXTRAS = {"qlora": ("bitsandbytes",), "student": ("onnx", "onnxscript", "onnxruntime"),
+          "tensorboard": ("tensorboard",), "smollm": ("gguf",)}
+"""The optional extras of pyproject.toml and the modules each one installs."""
+
+
+def check_extra(extra: str, field: str, value: object, modules: Sequence[str] = ()) -> None:
+    """One line when ``field = value`` needs an optional extra (``modules`` of it, default all)
+    that is not installed: what is missing and the pip command that installs it."""
+    missing = [m for m in modules or EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CLIError(f"{field} = {value!r} needs {', '.join(missing)}, which is not installed; "
+                       f"allowed: pip install 'agentic-mac[{extra}]', or leave {field} unset")
 
 
 def _tracker_available(name: str) -> bool:

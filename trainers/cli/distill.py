@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from trainers.cli.args import (
+    check_extra,
     check_output_dir_writable,
     check_run_dir,
     parse,
@@ -39,6 +40,10 @@ def distill(config: DistillConfig) -> dict:
     from trainers.student.retention import markdown
 
     parse_spec(config.teacher, field=FIELD)  # a bad spec before any work; the distiller builds it
+    if config.export_onnx:  # the [student] extra: torch.export -> onnxscript -> onnx
+        check_extra("student", "export_onnx", True, ("onnx", "onnxscript"))
+    if config.eval_runtime == "onnx":
+        check_extra("student", "eval_runtime", "onnx", ("onnxruntime",))
     check_output_dir_writable("output_dir", config.output_dir)
     check_run_dir("DistillConfig", config)
     set_num_threads(config.num_threads)

@@ -23,6 +23,7 @@ from trl import ModelConfig
 
 from trainers.cli.args import (
     CLIError,
+    check_extra,
     check_output_dir_writable,
     check_run_dir,
     check_trackers,
@@ -57,6 +58,9 @@ def preflight(args: StackelbergPPOConfig, model_args: ModelConfig) -> str:
         raise CLIError("use_peft = False is not supported: the leader and the followers are two "
                        "LoRA adapters on one shared base model; allowed: true")
     check_trackers(args.report_to)
+    for name in ("load_in_4bit", "load_in_8bit"):  # QLoRA: bitsandbytes
+        if getattr(model_args, name):
+            check_extra("qlora", name, True)
     from trainers.stackelberg.trainer import check_accelerate_launch
 
     check_accelerate_launch(args.gradient_accumulation_steps)

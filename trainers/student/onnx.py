@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from textgame.config import ConfigError
 from trainers.student.features import RAW_COLUMNS
 from trainers.student.model import StudentModel
 
@@ -77,7 +78,12 @@ def _quiet_registry() -> Iterator[None]:
 
 def session(path: str | os.PathLike, threads: int = 1):
     """An onnxruntime CPU session with ``threads`` intra-op threads (1: one core per cell)."""
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ConfigError("the onnx student runtime needs onnxruntime, which is not installed; "
+                          "allowed: pip install 'agentic-mac[student]', or the 'torch' "
+                          "runtime") from None
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
