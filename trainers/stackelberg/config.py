@@ -207,7 +207,8 @@ class StackelbergPPOConfig:
         "Deterministic torch kernels (torch.use_deterministic_algorithms, design §6.11): two "
         "runs of one config at one thread count give the same bytes, and a resumed run those "
         "of an uninterrupted one. False = the default kernels, whose CPU update differs in the "
-        "last bits between runs at two threads or more.", default=True)
+        "last bits between runs at two threads or more (off by default for now: switching it "
+        "on changes every run's numbers, see §6.11).", default=False)
     mixed_precision: Literal["no", "fp16", "bf16"] = _help(
         "accelerate mixed precision: 'no', 'fp16' or 'bf16'.", default="no")
     gradient_accumulation_steps: int = _help("Minibatches per optimizer step.", default=1)

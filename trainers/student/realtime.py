@@ -8,17 +8,21 @@ rows of precomputed tables (CSI and UCM together in one lookup), the history shi
 in-place copy, eq. 1's capacities are a per-CSI table and the rank gather is one boolean index
 of the leader's per-UE rows. The networks run in onnxruntime (:mod:`trainers.student.onnx`;
 PyTorch with ``runtime='torch'``). ``benchmarks/bench_student.py`` times it.
+:func:`load_realtime` serves the compiled one-call TTI of :mod:`trainers.student.compiled` when
+numba is installed (the ``[realtime]`` extra), this class on onnxruntime otherwise.
 
-    student = RealtimeStudent.load("runs/student/final")
+    student = load_realtime("runs/student/final")     # or RealtimeStudent.load(...)
     dcm = student.leader(leader_obs)                   # (N,) entries in 0..I_t
     bitmap, ucm = student.followers(follower_obs)      # (I_max, N) bool, (I_max,)
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -28,6 +32,11 @@ from trainers.marl.features import N_CSI, N_OUTCOMES, bs_ue_frame_dim, follower_
 from trainers.student.features import POSITION_SCALE, RAW_COLUMNS
 from trainers.student.model import StudentModel
 from trainers.student.policies import TorchBackend
+
+if TYPE_CHECKING:
+    from trainers.student.compiled import CompiledStudent
+
+logger = logging.getLogger(__name__)
 
 
 def _shift(stack: np.ndarray) -> None:
@@ -184,3 +193,18 @@ class RealtimeStudent:
         bitmap, ucm = self.backend.follower(self.follower_inputs(obs))
         active = obs.active[0]
         return bitmap[0] & active[:, None], np.where(active, ucm[0], 0).astype(np.int64)
+
+
+def load_realtime(path: str | os.PathLike, max_ues: int = 16
+                  ) -> RealtimeStudent | CompiledStudent:
+    """The fastest served student this install has: the compiled one-call TTI
+    (:class:`trainers.student.compiled.CompiledStudent`, the ``[realtime]`` extra: numba),
+    else :class:`RealtimeStudent` on onnxruntime, with one log line saying so. Both give the
+    same decisions (tests/test_compiled_student.py)."""
+    if importlib.util.find_spec("numba") is None:
+        logger.info("numba is not installed: serving the student with onnxruntime "
+                    "(pip install 'agentic-mac[realtime]' for the compiled path)")
+        return RealtimeStudent.load(path, max_ues, "onnx")
+    from trainers.student.compiled import CompiledStudent
+
+    return CompiledStudent.load(path, max_ues)

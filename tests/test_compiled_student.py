@@ -1,0 +1,111 @@
+"""The compiled one-call TTI of the served student (trainers.student.compiled, numba) decides
+exactly as the onnxruntime/PyTorch path, reads the exported weights, and the loader falls back to
+onnxruntime with one log line where numba is absent."""
+
+import importlib.util
+import logging
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+from test_student import scenario, student  # tests/ is on sys.path under pytest
+
+from textgame.game import StackelbergGame
+from trainers.student.compiled import CompiledStudent
+from trainers.student.model import WEIGHTS_FILE
+from trainers.student.onnx import export_onnx
+from trainers.student.policies import TorchBackend
+from trainers.student.realtime import RealtimeStudent, load_realtime
+
+MAX_UES = 14
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """An untrained student (history 2, hidden 32) saved and exported: (model, directory)."""
+    model = student(hidden=32)
+    directory = tmp_path_factory.mktemp("compiled")
+    model.save(directory)
+    export_onnx(model, directory)
+    return model, directory
+
+
+@pytest.fixture(scope="module")
+def compiled(exported):
+    return CompiledStudent.load(exported[1], MAX_UES)
+
+
+@pytest.mark.parametrize("n_ues", range(1, MAX_UES + 1))
+def test_compiled_decisions_equal_the_reference_path_for_every_i(exported, compiled, n_ues):
+    """Every DCM, bitmap and UCM of churning cells (UEs join and leave, so I_t and the
+    histories vary) equals RealtimeStudent's on PyTorch, itself tested against the batched
+    student; both fed the same observations, TTI by TTI."""
+    model, _ = exported
+    sc = scenario(ue_counts=[n_ues], max_ues=MAX_UES, join_prob=0.1, leave_prob=0.1)
+    reference = RealtimeStudent(model, TorchBackend(model), MAX_UES)
+    game, ttis = StackelbergGame(sc, 1), 0
+    for seed in range(2):
+        reference.reset()
+        compiled.reset()
+        obs = game.reset(seed)
+        while True:
+            dcm = reference.leader(obs)
+            assert np.array_equal(compiled.leader(obs), dcm), (seed, obs.t)
+            follower_obs = game.step_leader(dcm[None])
+            bitmap, ucm = reference.followers(follower_obs)
+            ours = compiled.followers(follower_obs)
+            assert np.array_equal(ours[0], bitmap) and np.array_equal(ours[1], ucm), obs.t
+            ttis += 1
+            step = game.step_followers(bitmap[None], ucm[None])
+            if step.done:
+                break
+            obs = step.leader_obs
+    assert ttis == 2 * sc.cell.episode_ttis
+
+
+def test_one_call_tti_equals_the_leader_then_the_followers(exported, compiled):
+    """decide() (leader, the DCM's bits, followers in one call) = leader() then followers(),
+    two students fed the same observations."""
+    one_call = CompiledStudent.load(exported[1], MAX_UES)
+    game = StackelbergGame(scenario(ue_counts=[6], max_ues=MAX_UES), 1)
+    compiled.reset()
+    obs = game.reset(3)
+    while True:
+        dcm = compiled.leader(obs)
+        follower_obs = game.step_leader(dcm[None])
+        bitmap, ucm = compiled.followers(follower_obs)
+        ours = one_call.decide(obs, follower_obs)
+        for mine, theirs in zip(ours, (dcm, bitmap, ucm), strict=True):
+            assert np.array_equal(mine, theirs), obs.t
+        step = game.step_followers(bitmap[None], ucm[None])
+        if step.done:
+            break
+        obs = step.leader_obs
+
+
+def test_a_stale_export_is_refused(exported, tmp_path):
+    """The compiled path reads model.safetensors and checks it against the ONNX files, so it
+    never serves weights the onnxruntime fallback does not."""
+    _, directory = exported
+    for item in directory.iterdir():
+        (tmp_path / item.name).write_bytes(item.read_bytes())
+    weights = load_file(tmp_path / WEIGHTS_FILE)
+    weights["leader.bid_head.bias"] = weights["leader.bid_head.bias"] + 1.0
+    save_file(weights, tmp_path / WEIGHTS_FILE)
+    with pytest.raises(ValueError, match=r"leader.onnx does not hold leader.bid_head.bias .* "
+                                         r"the export is stale"):
+        CompiledStudent.load(tmp_path, MAX_UES)
+
+
+def test_the_loader_falls_back_to_onnxruntime_with_one_log_line(exported, monkeypatch, caplog):
+    _, directory = exported
+    assert isinstance(load_realtime(directory, MAX_UES), CompiledStudent)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "numba" else real(name, *a, **k))
+    with caplog.at_level(logging.INFO, logger="trainers.student.realtime"):
+        served = load_realtime(directory, MAX_UES)
+    assert type(served) is RealtimeStudent
+    assert [r.getMessage() for r in caplog.records] == [
+        "numba is not installed: serving the student with onnxruntime "
+        "(pip install 'agentic-mac[realtime]' for the compiled path)"]

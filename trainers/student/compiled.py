@@ -1,0 +1,578 @@
+"""The served student's whole TTI in one compiled call (numba): features, auction, followers.
+
+At B = 1 the student's networks are tiny (34k parameters at the paper's sizes), so nearly all
+of a TTI in onnxruntime is call overhead: two sessions, their input checks and the Python that
+writes the features (:class:`trainers.student.realtime.RealtimeStudent`). Here one nopython
+function does what those steps do, in the same order and float32:
+
+==============================  ==========================================================
+step                            same maths as
+==============================  ==========================================================
+history frames of BS and UEs    :class:`StudentLeaderFeatures` / ``StudentFollowerFeatures``
+per-UE encoder, attention       :meth:`LeaderStudent.encode` (active UEs only: no padding)
+bids, running minimum           :meth:`LeaderStudent.bids`
+DCM                             the TopK of ``LeaderStudent.forward`` as the sequential rule
+                                of :meth:`LeaderStudent.decode` (RBG n to the highest open bid)
+d_i,t bits of the DCM           :func:`textgame.game.intended_bits`
+bitmap logits > 0, UCM argmax   ``FollowerStudent.forward``
+==============================  ==========================================================
+
+Dense layers are sums of input-weighted rows of W^T (in, out), so the one-hot and zero inputs
+that fill the history frames cost nothing. Float sums run in another order than onnxruntime's,
+so bids and logits agree to ~1e-6, not bit for bit; the decisions (DCM, bitmaps, UCMs) are the
+same (``tests/test_compiled_student.py``). Greedy only, like onnxruntime.
+
+Weights come from the student directory the ONNX files were exported beside
+(``model.safetensors``, read with numpy), and they are checked against ``leader.onnx`` and
+``follower.onnx`` when those exist, so this path serves what the onnxruntime fallback serves.
+Needs numba (``pip install 'agentic-mac[realtime]'``); without it,
+:func:`trainers.student.realtime.load_realtime` falls back to onnxruntime with one log line.
+
+    student = CompiledStudent.load("runs/student/final", max_ues=16)
+    dcm, bitmap, ucm = student.decide(leader_obs, follower_obs)   # one call per TTI
+    dcm = student.leader(leader_obs)                              # or the game's turn order
+    bitmap, ucm = student.followers(follower_obs)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numba
+import numpy as np
+from numba.experimental import jitclass
+from safetensors.numpy import load_file
+
+from textgame.game import FollowerObs, LeaderObs
+from textgame.simulator import COLLISION, ERASURE, SUCCESS
+from trainers.marl.features import N_CSI, N_OUTCOMES, bs_ue_frame_dim, follower_frame_dim
+from trainers.student.features import DCM_BITS_OFFSET, POSITION_SCALE, CellShape
+from trainers.student.model import CONFIG_FILE, WEIGHTS_FILE
+from trainers.student.onnx import FOLLOWER_FILE, LEADER_FILE
+
+_F1, _F2, _F3 = numba.float32[::1], numba.float32[:, ::1], numba.float32[:, :, ::1]
+_B1, _B2, _I1 = numba.boolean[::1], numba.boolean[:, ::1], numba.int64[::1]
+_B3 = numba.boolean[:, :, ::1]
+
+
+@jitclass([("encoder_w1", _F2), ("encoder_b1", _F1), ("encoder_w2", _F2), ("encoder_b2", _F1),
+           ("global_w", _F2), ("global_b", _F1), ("qk_w", _F2), ("vo_w", _F2), ("vo_b", _F1),
+           ("remaining_w", _F1), ("grant_embedding", _F2), ("bid_w", _F1),
+           ("bid_b", numba.float32), ("nobody_w", _F2), ("nobody_b", _F1)])
+class LeaderWeights:
+    """:class:`LeaderStudent`'s parameters, matrices as W^T (in, out)."""
+
+    def __init__(self, encoder_w1, encoder_b1, encoder_w2, encoder_b2, global_w, global_b, qk_w,
+                 vo_w, vo_b, remaining_w, grant_embedding, bid_w, bid_b, nobody_w, nobody_b):
+        self.encoder_w1, self.encoder_b1 = encoder_w1, encoder_b1
+        self.encoder_w2, self.encoder_b2 = encoder_w2, encoder_b2
+        self.global_w, self.global_b, self.qk_w, self.vo_w, self.vo_b = (
+            global_w, global_b, qk_w, vo_w, vo_b)
+        self.remaining_w, self.grant_embedding = remaining_w, grant_embedding
+        self.bid_w, self.bid_b, self.nobody_w, self.nobody_b = bid_w, bid_b, nobody_w, nobody_b
+
+
+@jitclass([("body_w", _F3), ("body_b", _F2), ("body_dims", _I1), ("bitmap_w", _F2),
+           ("bitmap_b", _F1), ("obey", numba.float32), ("ucm_w", _F2), ("ucm_b", _F1)])
+class FollowerWeights:
+    """:class:`FollowerStudent`'s parameters: body layer l is ``body_w[l, :in, :out]`` with
+    (in, out) = ``body_dims[l], body_dims[l + 1]`` (zero-padded to the widest layer)."""
+
+    def __init__(self, body_w, body_b, body_dims, bitmap_w, bitmap_b, obey, ucm_w, ucm_b):
+        self.body_w, self.body_b, self.body_dims = body_w, body_b, body_dims
+        self.bitmap_w, self.bitmap_b, self.obey, self.ucm_w, self.ucm_b = (
+            bitmap_w, bitmap_b, obey, ucm_w, ucm_b)
+
+
+@jitclass([("episode_ttis", numba.int64), ("log_buffer", _F1), ("log_capacity", numba.float64),
+           ("capacity", _F1), ("global_x", _F1), ("bs_stack", _F3), ("ue_stack", _F3),
+           ("grants", _B2), ("bs_was_active", _B1), ("ue_was_active", _B1), ("slots", _I1),
+           ("h", _F2), ("q", _F2), ("v", _F2), ("attended", _F2), ("row", _F1), ("context", _F1),
+           ("probs", _F1), ("layer_in", _F1), ("layer_out", _F1), ("bids", _F2), ("taken", _I1),
+           ("dcm", _I1), ("dcm_bits", _B3), ("bitmap", _B2), ("ucm", _I1)])
+class CellState:
+    """One cell's history stacks, the BS's last grants and every scratch buffer, allocated once.
+
+    ``global_x`` (Dg,) is the leader's global row ``[I_t / 8, *frames]``; ``bs_stack``
+    (I_max, H, Fb) and ``ue_stack`` (I_max, H, Fu) hold the BS's and the UEs' frames, newest first.
+    """
+
+    def __init__(self, sizes, hidden, widest, episode_ttis, log_buffer, log_capacity):
+        n, _, h, i, frame_b, frame_u = sizes  # N, K, H, I_max, Fb, Fu
+        self.episode_ttis, self.log_buffer, self.log_capacity = (
+            episode_ttis, log_buffer, log_capacity)
+        self.capacity = np.zeros(N_CSI, np.float32)
+        self.global_x = np.zeros(1 + h * (N_OUTCOMES * n + 1), np.float32)
+        self.bs_stack = np.zeros((i, h, frame_b), np.float32)
+        self.ue_stack = np.zeros((i, h, frame_u), np.float32)
+        self.grants = np.zeros((i, n), np.bool_)
+        self.bs_was_active, self.ue_was_active = np.zeros(i, np.bool_), np.zeros(i, np.bool_)
+        self.slots = np.zeros(i, np.int64)
+        self.h, self.q = np.zeros((i, hidden), np.float32), np.zeros((i, hidden), np.float32)
+        self.v = np.zeros((i, hidden), np.float32)
+        self.attended = np.zeros((i, hidden), np.float32)
+        self.row, self.context = np.zeros(hidden, np.float32), np.zeros(hidden, np.float32)
+        self.probs = np.zeros(i, np.float32)
+        self.layer_in, self.layer_out = np.zeros(widest, np.float32), np.zeros(widest, np.float32)
+        self.bids = np.zeros((1 + i, n), np.float32)
+        self.taken = np.zeros(1 + i, np.int64)
+        self.dcm = np.zeros(n, np.int64)
+        self.dcm_bits = np.zeros((1, i, n), np.bool_)  # as FollowerObs.dcm_bits
+        self.bitmap = np.zeros((i, n), np.bool_)
+        self.ucm = np.zeros(i, np.int64)
+
+
+# ------------------------------------------------------------------------- building blocks
+@numba.njit(cache=True)
+def _accumulate(x, w, row0, out):
+    """out += x @ w[row0:row0 + len(x), :len(out)], skipping zero inputs (one-hots, padding)."""
+    for j in range(x.shape[0]):
+        xj = x[j]
+        if xj != 0:
+            wj = w[row0 + j]
+            for o in range(out.shape[0]):
+                out[o] += xj * wj[o]
+
+
+@numba.njit(cache=True)
+def _relu(x):
+    for o in range(x.shape[0]):
+        if x[o] < 0:
+            x[o] = 0
+
+
+@numba.njit(cache=True)
+def _shift(stack):
+    """(I, H, F): every frame moves one slot back (newest first; slot 0 is rewritten next)."""
+    for i in range(stack.shape[0]):
+        for k in range(stack.shape[1] - 1, 0, -1):
+            stack[i, k] = stack[i, k - 1]
+
+
+@numba.njit(cache=True)
+def _buffer_level(s, dpdus):
+    """log1p(dPDUs) / log1p(Q) (as trainers.marl.features._buffer_status): a table up to Q."""
+    if 0 <= dpdus < s.log_buffer.shape[0]:
+        return s.log_buffer[dpdus]
+    return np.float32(np.log1p(np.float32(dpdus)) / s.log_capacity)
+
+
+# --------------------------------------------------------------------------- leader
+@numba.njit(cache=True)
+def leader_features(s, t, active, ucm, csi, served, queue, outcome):
+    """The BS's frames of TTI t (obs arrays (1, I_max), ``outcome`` (1, N)); returns I_t and
+    leaves the active slots in rank order in ``s.slots[:I_t]``."""
+    max_ues, n_rbgs = s.grants.shape
+    k_ucm = s.bs_stack.shape[2] - 8 - n_rbgs
+    g, frame_g = s.global_x, N_OUTCOMES * n_rbgs + 1
+    for k in range((g.shape[0] - 1) // frame_g - 1, 0, -1):
+        g[1 + k * frame_g:1 + (k + 1) * frame_g] = g[1 + (k - 1) * frame_g:1 + k * frame_g]
+    for n in range(n_rbgs):
+        for o in range(N_OUTCOMES):
+            g[1 + n * N_OUTCOMES + o] = outcome[0, n] == o
+    g[frame_g] = t / s.episode_ttis
+    served_total = 0
+    for i in range(max_ues):
+        served_total += served[0, i]
+    share = np.float32(max(np.float32(served_total), np.float32(1.0)))
+    per_rbg = np.float32(n_rbgs * (t + 1))
+    _shift(s.bs_stack)
+    n_active = 0
+    for i in range(max_ues):
+        frame = s.bs_stack[i, 0]
+        if not active[0, i]:
+            frame[:] = 0
+            continue
+        if not s.bs_was_active[i]:  # just arrived: no history
+            s.bs_stack[i] = 0
+        q = queue[0, i]
+        frame[0], frame[1], frame[2] = 1, q > 0, _buffer_level(s, q)
+        for c in range(N_CSI):
+            frame[3 + c] = csi[0, i] == c
+        for u in range(k_ucm):
+            frame[6 + u] = ucm[0, i] == u
+        frame[6 + k_ucm] = np.float32(served[0, i]) / per_rbg
+        frame[7 + k_ucm] = np.float32(served[0, i]) / share
+        for n in range(n_rbgs):
+            frame[8 + k_ucm + n] = s.grants[i, n]
+        s.slots[n_active] = i
+        n_active += 1
+    s.bs_was_active[:] = active[0]
+    g[0] = n_active / POSITION_SCALE
+    return n_active
+
+
+@numba.njit(cache=True)
+def _encode(w, s, n_active):
+    """``LeaderStudent.encode`` on the I_t active UEs: ``s.attended`` (I_t, H) after the
+    residual attention, ``s.context`` (H,) their mean."""
+    hidden, frames = w.global_b.shape[0], s.bs_stack.shape[1]
+    frame_b = s.bs_stack.shape[2]
+    glob = s.context  # the global embedding first, the pooled context at the end
+    glob[:] = w.global_b
+    _accumulate(s.global_x, w.global_w, 0, glob)
+    for r in range(n_active):
+        a, h = s.row, s.h[r]
+        a[:] = w.encoder_b1
+        position = np.float32(r / POSITION_SCALE)
+        for o in range(hidden):
+            a[o] += position * w.encoder_w1[0, o]
+        for k in range(frames):
+            _accumulate(s.bs_stack[s.slots[r], k], w.encoder_w1, 1 + k * frame_b, a)
+        _relu(a)
+        h[:] = w.encoder_b2
+        _accumulate(a, w.encoder_w2, 0, h)
+        _relu(h)
+        for o in range(hidden):
+            h[o] += glob[o]
+        s.q[r] = 0
+        _accumulate(h, w.qk_w, 0, s.q[r])
+        s.v[r] = w.vo_b
+        _accumulate(h, w.vo_w, 0, s.v[r])
+    s.context[:] = 0
+    for r in range(n_active):
+        top = np.float32(-np.inf)
+        for m in range(n_active):  # scores (eq. of attention_qk): q_r . h_m
+            score = np.float32(0.0)
+            for o in range(hidden):
+                score += s.q[r, o] * s.h[m, o]
+            s.probs[m] = score
+            top = max(top, score)
+        total = np.float32(0.0)
+        for m in range(n_active):
+            s.probs[m] = np.exp(s.probs[m] - top)
+            total += s.probs[m]
+        out = s.attended[r]
+        out[:] = s.h[r]
+        for m in range(n_active):
+            p = s.probs[m] / total
+            for o in range(hidden):
+                out[o] += p * s.v[m, o]
+        for o in range(hidden):
+            s.context[o] += out[o]
+    for o in range(hidden):
+        s.context[o] /= np.float32(n_active)
+
+
+@numba.njit(cache=True)
+def leader_network(w, s, queue, csi, n_active):
+    """The DCM into ``s.dcm`` (N,) from ready features, and the BS's grants (I_max, N)."""
+    n_rbgs = s.dcm.shape[0]
+    s.dcm[:] = 0
+    s.grants[:] = False
+    if n_active == 0:  # nobody's N bids beat the padded row's NEG ones
+        return
+    _encode(w, s, n_active)
+    hidden, bids = w.global_b.shape[0], s.bids
+    for k in range(n_rbgs):  # row 0: nobody's bids from the pooled context
+        bid = w.nobody_b[k]
+        for o in range(hidden):
+            bid += s.context[o] * w.nobody_w[o, k]
+        bids[0, k] = bid
+    for r in range(n_active):  # row 1 + r: UE of rank r + 1 bids for its k-th RBG
+        i = s.slots[r]
+        c = s.capacity[min(max(csi[0, i], 0), N_CSI - 1)]
+        queued = np.float32(queue[0, i])
+        for k in range(n_rbgs):
+            remaining = max(queued - np.float32(k) * c, np.float32(0.0))  # after k grants
+            weight = np.log1p(remaining * c)
+            bid = w.bid_b
+            for o in range(hidden):
+                z = s.attended[r, o] + weight * w.remaining_w[o] + w.grant_embedding[k, o]
+                if z > 0:
+                    bid += z * w.bid_w[o]
+            bids[1 + r, k] = bid
+    for row in range(1 + n_active):  # running minimum: bids non-increasing in k
+        for k in range(1, n_rbgs):
+            bids[row, k] = min(bids[row, k], bids[row, k - 1])
+    s.taken[:1 + n_active] = 0
+    for n in range(n_rbgs):  # RBG n to the highest open bid (= TopK of the bids)
+        best, best_bid = 0, np.float32(-np.inf)
+        for row in range(1 + n_active):
+            k = s.taken[row]
+            if k < n_rbgs and bids[row, k] > best_bid:
+                best, best_bid = row, bids[row, k]
+        s.dcm[n] = best
+        s.taken[best] += 1
+    for r in range(n_active):
+        for n in range(n_rbgs):
+            s.grants[s.slots[r], n] = s.dcm[n] == r + 1
+
+
+@numba.njit(cache=True)
+def leader_tti(w, s, t, active, ucm, csi, served, queue, outcome):
+    n_active = leader_features(s, t, active, ucm, csi, served, queue, outcome)
+    leader_network(w, s, queue, csi, n_active)
+
+
+# ------------------------------------------------------------------------ followers
+@numba.njit(cache=True)
+def follower_features(s, active, buffer, channel, dcm_bits, feedback, last_ucm):
+    """Every UE slot's frames (obs arrays (1, I_max[, N]))."""
+    max_ues, n_rbgs = s.grants.shape
+    k_ucm = s.ue_stack.shape[2] - 6 - 5 * n_rbgs
+    _shift(s.ue_stack)
+    for i in range(max_ues):
+        frame = s.ue_stack[i, 0]
+        if not active[0, i]:
+            frame[:] = 0
+            continue
+        if not s.ue_was_active[i]:
+            s.ue_stack[i] = 0
+        b = buffer[0, i]
+        frame[0], frame[1], frame[2] = 1, b > 0, _buffer_level(s, b)
+        for c in range(N_CSI):
+            frame[3 + c] = channel[0, i] == c
+        for n in range(n_rbgs):
+            fb = feedback[0, i, n]
+            frame[6 + n] = dcm_bits[0, i, n]
+            frame[6 + n_rbgs + n] = fb == SUCCESS
+            frame[6 + 2 * n_rbgs + n] = fb == COLLISION
+            frame[6 + 3 * n_rbgs + n] = fb == ERASURE
+            frame[6 + 4 * n_rbgs + n] = fb != 0
+        for u in range(k_ucm):
+            frame[6 + 5 * n_rbgs + u] = last_ucm[0, i] == u
+    s.ue_was_active[:] = active[0]
+
+
+@numba.njit(cache=True)
+def follower_network(w, s, active):
+    """Bitmaps ``s.bitmap`` (I_max, N) and UCMs ``s.ucm`` (I_max,); inactive slots send nothing."""
+    max_ues, n_rbgs = s.bitmap.shape
+    frames, frame_u = s.ue_stack.shape[1], s.ue_stack.shape[2]
+    dims, k_ucm = w.body_dims, w.ucm_b.shape[0]
+    for i in range(max_ues):
+        s.bitmap[i] = False
+        s.ucm[i] = 0
+        if not active[0, i]:
+            continue
+        out = s.layer_out[:dims[1]]
+        out[:] = w.body_b[0, :dims[1]]
+        for k in range(frames):
+            _accumulate(s.ue_stack[i, k], w.body_w[0], k * frame_u, out)
+        _relu(out)
+        for layer in range(1, dims.shape[0] - 1):
+            s.layer_in[:dims[layer]] = out
+            out = s.layer_out[:dims[layer + 1]]
+            out[:] = w.body_b[layer, :dims[layer + 1]]
+            _accumulate(s.layer_in[:dims[layer]], w.body_w[layer], 0, out)
+            _relu(out)
+        for n in range(n_rbgs):
+            logit = w.bitmap_b[n] + w.obey * s.ue_stack[i, 0, DCM_BITS_OFFSET + n]
+            for o in range(out.shape[0]):
+                logit += out[o] * w.bitmap_w[o, n]
+            s.bitmap[i, n] = logit > 0
+        best, best_logit = 0, np.float32(-np.inf)
+        for u in range(k_ucm):
+            logit = w.ucm_b[u]
+            for o in range(out.shape[0]):
+                logit += out[o] * w.ucm_w[o, u]
+            if logit > best_logit:  # the first maximum, as argmax
+                best, best_logit = u, logit
+        s.ucm[i] = best
+
+
+@numba.njit(cache=True)
+def follower_tti(w, s, active, buffer, channel, dcm_bits, feedback, last_ucm):
+    follower_features(s, active, buffer, channel, dcm_bits, feedback, last_ucm)
+    follower_network(w, s, active)
+
+
+@numba.njit(cache=True)
+def intended_bits(s, active):
+    """``s.dcm_bits`` (1, I_max, N): d_i,t,n = 1[a_n = rank(i)] (textgame.game.intended_bits)."""
+    s.dcm_bits[:] = False
+    rank = 0
+    for i in range(s.dcm_bits.shape[1]):
+        if active[0, i]:
+            rank += 1
+            for n in range(s.dcm.shape[0]):
+                s.dcm_bits[0, i, n] = s.dcm[n] == rank
+
+
+@numba.njit(cache=True)
+def decide_tti(lw, fw, s, t, active, ucm, csi, served, queue, outcome, ue_active, buffer,
+               channel, feedback, last_ucm):
+    """Leader, the DCM's d_i,t bits, followers: one TTI of one cell."""
+    leader_tti(lw, s, t, active, ucm, csi, served, queue, outcome)
+    intended_bits(s, ue_active)
+    follower_tti(fw, s, ue_active, buffer, channel, s.dcm_bits, feedback, last_ucm)
+
+
+@numba.njit(cache=True)
+def _reset(s):
+    s.global_x[:] = 0
+    s.bs_stack[:] = 0
+    s.ue_stack[:] = 0
+    s.grants[:] = False
+    s.bs_was_active[:] = False
+    s.ue_was_active[:] = False
+
+
+# --------------------------------------------------------------------------- loading
+def _matches(parameter: np.ndarray, initializer: np.ndarray) -> bool:
+    """The exporter keeps a parameter as is or folds its transpose into a MatMul."""
+    if parameter.size != initializer.size:
+        return False
+    flat = initializer.ravel()
+    return np.array_equal(parameter.ravel(), flat) or (
+        parameter.ndim == 2 and np.array_equal(parameter.T.ravel(), flat))
+
+
+def check_export(directory: Path, weights: dict[str, np.ndarray]) -> None:
+    """Every ``leader.*`` (``follower.*``) parameter of ``model.safetensors`` is an initializer
+    of ``leader.onnx`` (``follower.onnx``), where that file exists: the compiled path and the
+    onnxruntime fallback serve the same weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    for prefix, name in (("leader.", LEADER_FILE), ("follower.", FOLLOWER_FILE)):
+        if not (directory / name).is_file():
+            continue
+        graph = onnx.load(str(directory / name)).graph
+        arrays = [numpy_helper.to_array(t) for t in graph.initializer]
+        for key, value in weights.items():
+            if key.startswith(prefix) and not any(_matches(value, a) for a in arrays):
+                raise ValueError(f"{directory / name} does not hold {key} of {WEIGHTS_FILE}: the "
+                                 "export is stale; rewrite it with "
+                                 "trainers.student.onnx.export_onnx")
+
+
+def _t(array: np.ndarray) -> np.ndarray:
+    """A torch Linear weight (out, in) as W^T (in, out), C-contiguous float32."""
+    return np.ascontiguousarray(array.T, dtype=np.float32)
+
+
+def _v(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.float32).ravel()
+
+
+def leader_weights(p: dict[str, np.ndarray]) -> LeaderWeights:
+    def w(name: str) -> np.ndarray:
+        return p[f"leader.{name}"]
+
+    return LeaderWeights(
+        _t(w("ue_encoder.0.weight")), _v(w("ue_encoder.0.bias")), _t(w("ue_encoder.2.weight")),
+        _v(w("ue_encoder.2.bias")), _t(w("global_encoder.weight")), _v(w("global_encoder.bias")),
+        _t(w("attention_qk.weight")), _t(w("attention_vo.weight")), _v(w("attention_vo.bias")),
+        _v(w("remaining_in.weight")), np.ascontiguousarray(w("grant_embedding"), np.float32),
+        _v(w("bid_head.weight")), np.float32(w("bid_head.bias")[0]),
+        _t(w("nobody_head.weight")), _v(w("nobody_head.bias")))
+
+
+def follower_weights(p: dict[str, np.ndarray], depth: int) -> FollowerWeights:
+    layers = [p[f"follower.body.{2 * layer}.weight"] for layer in range(depth)]  # (out, in)
+    dims = np.array([layers[0].shape[1]] + [w.shape[0] for w in layers], np.int64)
+    body_w = np.zeros((depth, dims.max(), dims[1:].max()), np.float32)
+    body_b = np.zeros((depth, dims[1:].max()), np.float32)
+    for layer, w in enumerate(layers):
+        body_w[layer, :w.shape[1], :w.shape[0]] = w.T
+        body_b[layer, :w.shape[0]] = p[f"follower.body.{2 * layer}.bias"]
+    return FollowerWeights(body_w, body_b, dims, _t(p["follower.bitmap_head.weight"]),
+                           _v(p["follower.bitmap_head.bias"]), np.float32(p["follower.obey"]),
+                           _t(p["follower.ucm_head.weight"]), _v(p["follower.ucm_head.bias"]))
+
+
+class CompiledStudent:
+    """Greedy decisions of one cell with up to ``max_ues`` UE slots, one compiled call per
+    step; the interface of :class:`trainers.student.realtime.RealtimeStudent`. Observations
+    are the game's (B = 1) and must be valid: indices are clipped only as far as memory safety
+    needs."""
+
+    def __init__(self, shape: CellShape, history_len: int, leader_hidden: int,
+                 follower_hidden: list[int], weights: dict[str, np.ndarray],
+                 max_ues: int) -> None:
+        self.shape, self.history_len, self.max_ues = shape, history_len, max_ues
+        self.leader_weights = leader_weights(weights)
+        self.follower_weights = follower_weights(weights, len(follower_hidden))
+        q = shape.buffer_dpdus
+        log_capacity = np.log1p(q)  # as trainers.marl.features._buffer_status
+        log_buffer = (np.log1p(np.arange(q + 1, dtype=np.float32)) / log_capacity).astype(
+            np.float32)
+        n, k = shape.n_rbgs, shape.ucm_levels
+        sizes = (n, k, history_len, max_ues, bs_ue_frame_dim(n, k), follower_frame_dim(n, k))
+        self.state = CellState(sizes,
+                               leader_hidden, max(follower_hidden), shape.episode_ttis,
+                               log_buffer, float(log_capacity))
+        s = self.state  # numpy views of the state (boxing once, not per TTI)
+        self.capacity, self.dcm, self.bitmap, self.ucm = s.capacity, s.dcm, s.bitmap, s.ucm
+        self.reset()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, max_ues: int = 16) -> CompiledStudent:
+        """From a student directory (``student_config.json``, ``model.safetensors``; checked
+        against its ONNX files), compiled and warmed up on the game's dtypes."""
+        directory = Path(path)
+        if not (directory / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{directory} holds no {CONFIG_FILE}; expected a directory "
+                                    "written by trainers.student.distill (final/ or a checkpoint)")
+        meta = json.loads((directory / CONFIG_FILE).read_text())
+        weights = load_file(str(directory / WEIGHTS_FILE))
+        check_export(directory, weights)
+        student = cls(CellShape(**meta["shape"]), meta["history_len"], meta["leader_hidden"],
+                      meta["follower_hidden"], weights, max_ues)
+        student.warm_up()
+        return student
+
+    def warm_up(self) -> None:
+        """Compile (or load from numba's cache) every entry point on the game's dtypes."""
+        i, n = self.max_ues, self.shape.n_rbgs
+        slots = np.zeros((1, i), np.int64)
+        obs = LeaderObs(0, np.ones((1, i), bool), np.array([i]), slots, slots, slots, slots,
+                        np.zeros((1, n), np.int8), np.ones(N_CSI))
+        ue_obs = FollowerObs(0, obs.active, slots, slots, slots, np.zeros((1, i, n), bool),
+                             np.zeros((1, i, n), np.int8), slots)
+        self.decide(obs, ue_obs)
+        self.leader(obs)
+        self.followers(ue_obs)
+        self.reset()
+
+    def reset(self) -> None:
+        """A new episode: empty histories, no grants, no UE seen before."""
+        _reset(self.state)
+        self.se = None
+
+    def _set_capacity(self, obs: LeaderObs) -> None:
+        """dPDUs one RBG carries per CSI state (eq. 1 from the BS's view), per SE table."""
+        if obs.spectral_efficiency is not self.se:
+            s, se = self.shape, np.asarray(obs.spectral_efficiency)
+            self.se = obs.spectral_efficiency
+            self.capacity[:] = np.floor(s.rbg_resource_elements * se) / s.dpdu_bits
+
+    def _check(self, obs: LeaderObs | FollowerObs) -> None:
+        if obs.active.shape != (1, self.max_ues):
+            raise ValueError(f"observation of shape {obs.active.shape}; allowed: one cell of "
+                             f"{self.max_ues} UE slots, (1, {self.max_ues}) (load with max_ues "
+                             "= the cell's I_max)")
+
+    def leader(self, obs: LeaderObs) -> np.ndarray:
+        """The DCM (N,) int64 of this TTI (and the BS remembers it as its grants)."""
+        self._check(obs)
+        self._set_capacity(obs)
+        leader_tti(self.leader_weights, self.state, obs.t, obs.active, obs.ucm, obs.csi,
+                   obs.served_rbgs, obs.queue_report, obs.rbg_outcome)
+        return self.dcm.copy()
+
+    def followers(self, obs: FollowerObs) -> tuple[np.ndarray, np.ndarray]:
+        """Bitmaps (I_max, N) bool and UCMs (I_max,) int64; inactive slots send nothing."""
+        self._check(obs)
+        follower_tti(self.follower_weights, self.state, obs.active, obs.buffer_dpdus,
+                     obs.channel, obs.dcm_bits, obs.feedback, obs.last_ucm)
+        return self.bitmap.copy(), self.ucm.copy()
+
+    def decide(self, obs: LeaderObs, ue_obs: FollowerObs
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The whole TTI in one call: DCM (N,), bitmaps (I_max, N), UCMs (I_max,).
+
+        ``ue_obs`` is the UEs' view of this TTI; its ``dcm_bits`` are not read (the UEs hear
+        the DCM decided here), so it may come from before the DCM is known."""
+        self._check(obs)
+        self._check(ue_obs)
+        self._set_capacity(obs)
+        decide_tti(self.leader_weights, self.follower_weights, self.state, obs.t, obs.active,
+                   obs.ucm, obs.csi, obs.served_rbgs, obs.queue_report, obs.rbg_outcome,
+                   ue_obs.active, ue_obs.buffer_dpdus, ue_obs.channel, ue_obs.feedback,
+                   ue_obs.last_ucm)
+        return self.dcm.copy(), self.bitmap.copy(), self.ucm.copy()
