@@ -96,41 +96,11 @@ def student_latency(model: StudentModel, backend, scenario: ScenarioConfig, epis
     return total, network
 
 
-def lean_latency(model: StudentModel, backend, scenario: ScenarioConfig, episodes: int
-                 ) -> tuple[list[float], list[float]]:
-    """Seconds per TTI of :class:`RealtimeStudent`: (end to end, features only)."""
-    c = scenario.cell
-    lean, features = RealtimeStudent(model, backend, c.max_ues), RealtimeStudent(
-        model, backend, c.max_ues)
-    game = StackelbergGame(scenario, 1)
-    total, feature = [], []
-    for episode in range(episodes):
-        lean.reset()
-        features.reset()
-        obs = game.reset(episode)
-        while True:
-            start = time.perf_counter()
-            dcm = lean.leader(obs)
-            t_leader = time.perf_counter() - start
-            follower_obs = game.step_leader(dcm[None])
-            start = time.perf_counter()
-            bitmap, ucm = lean.followers(follower_obs)
-            total.append(t_leader + time.perf_counter() - start)
-            start = time.perf_counter()
-            features.leader_inputs(obs)
-            features.grants = lean.grants
-            features.follower_inputs(follower_obs)
-            feature.append(time.perf_counter() - start)
-            step = game.step_followers(bitmap[None], ucm[None])
-            if step.done:
-                break
-            obs = step.leader_obs
-    return total, feature
-
-
-def compiled_latency(student, scenario: ScenarioConfig, episodes: int) -> list[float]:
-    """Seconds per TTI of the compiled path (:class:`CompiledStudent`: leader() then
-    followers(), each one numba call), on the same episodes as :func:`lean_latency`."""
+def one_cell_latency(student, scenario: ScenarioConfig, episodes: int, on_tti=None
+                     ) -> list[float]:
+    """Seconds per TTI of a one-cell student (``leader(obs)`` then ``followers(obs)``:
+    :class:`RealtimeStudent` or :class:`CompiledStudent`); ``on_tti(obs, follower_obs)`` runs
+    untimed after each TTI's decisions."""
     game, total = StackelbergGame(scenario, 1), []
     for episode in range(episodes):
         student.reset()
@@ -143,11 +113,33 @@ def compiled_latency(student, scenario: ScenarioConfig, episodes: int) -> list[f
             start = time.perf_counter()
             bitmap, ucm = student.followers(follower_obs)
             total.append(t_leader + time.perf_counter() - start)
+            if on_tti is not None:
+                on_tti(obs, follower_obs)
             step = game.step_followers(bitmap[None], ucm[None])
             if step.done:
                 break
             obs = step.leader_obs
     return total
+
+
+def lean_latency(model: StudentModel, backend, scenario: ScenarioConfig, episodes: int
+                 ) -> tuple[list[float], list[float]]:
+    """Seconds per TTI of :class:`RealtimeStudent`: (end to end, features only)."""
+    c = scenario.cell
+    lean, features = RealtimeStudent(model, backend, c.max_ues), RealtimeStudent(
+        model, backend, c.max_ues)
+    feature = []
+
+    def time_features(obs, follower_obs) -> None:  # the same TTI's features, on a twin
+        if obs.t == 0:
+            features.reset()
+        start = time.perf_counter()
+        features.leader_inputs(obs)
+        features.grants = lean.grants
+        features.follower_inputs(follower_obs)
+        feature.append(time.perf_counter() - start)
+
+    return one_cell_latency(lean, scenario, episodes, time_features), feature
 
 
 def fresh_tiny_policy(cache_dir: Path) -> Path:
@@ -245,7 +237,7 @@ def main(argv=None) -> str:
         fast = "- (no numba)"
         if _HAS_NUMBA:  # one cell of I_max = I slots, as the lean path
             compiled = CompiledStudent.load(directory, scenario.cell.max_ues)
-            fast = "{:.0f} / {:.0f}".format(*summary(compiled_latency(compiled, scenario,
+            fast = "{:.0f} / {:.0f}".format(*summary(one_cell_latency(compiled, scenario,
                                                                       args.episodes)))
         llm = llm_latency(*llm_policy, scenario, args.llm_ttis) if args.llm_ttis else None
         (pt, pt_net), (ort, ort_net) = row
