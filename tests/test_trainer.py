@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -315,6 +316,7 @@ def test_zero_epochs_evaluates_and_saves_the_starting_policy(tiny_path, tmp_path
     assert main(["--config", str(write_yaml(tmp_path / "zero.yaml", config))]) == 0
     out = capsys.readouterr().out
     assert "no PPO epochs (total_epochs = 0)" in out and "LLM (Stackelberg PPO)" in out
+    assert re.search(r"^wall time \d+ s \(final evaluation \d+ s\), ", out, re.M)
     assert all(f"| {name} |" in out for name in ("S-ALOHA", "Round Robin", "Max-Weight"))
     episodes = list(csv.DictReader((tmp_path / "zero" / "episodes.csv").open()))
     counts = collections.Counter(r["policy"] for r in episodes)  # the table's episodes
@@ -328,6 +330,23 @@ def test_zero_epochs_evaluates_and_saves_the_starting_policy(tiny_path, tmp_path
         want, got = load_file(folder / name), load_file(tmp_path / "zero" / "final" / name)
         assert want.keys() == got.keys()
         assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_the_report_splits_the_wall_time_into_its_phases(tiny_path, tmp_path, capsys):
+    """Seeding, critic warm-up, PPO epochs and the final evaluation, each timed once, in the
+    order they ran; together at most the whole wall time."""
+    from trainers.cli.train import main
+
+    config = run_config(tiny_path, tmp_path / "run", expert_seeding=True, expert_episodes=4,
+                        expert_agreement_episodes=0, critic_warmup_episodes=8, total_epochs=1,
+                        save_every=0)
+    assert main(["--config", str(write_yaml(tmp_path / "run.yaml", config))]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wall time"))
+    match = re.fullmatch(r"wall time (\d+) s \(expert seeding (\d+) s, critic warm-up (\d+) s, "
+                         r"PPO epochs (\d+) s, final evaluation (\d+) s\), .*", line)
+    assert match, line
+    total, *phases = (int(x) for x in match.groups())
+    assert sum(phases) <= total + len(phases)  # each rounded to the second
 
 
 def test_last_checkpoint_ignores_half_written_checkpoints(tiny_path, tmp_path):

@@ -130,7 +130,8 @@ def baselines(args: StackelbergPPOConfig, episodes: int) -> dict[str, dict]:
             for name, (leader, follower) in BASELINES.items()}
 
 
-def report(history: list[dict], rows: dict[str, dict[str, float]], seconds: float) -> str:
+def report(history: list[dict], rows: dict[str, dict[str, float]], seconds: float,
+           phases: dict[str, float] | None = None) -> str:
     import torch
 
     from textgame.tables import kpi_table
@@ -149,7 +150,9 @@ def report(history: list[dict], rows: dict[str, dict[str, float]], seconds: floa
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
     gpu = (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
            if torch.cuda.is_available() else "")
-    lines.append(f"\nwall time {seconds:.0f} s, peak process memory (RSS) {rss:.2f} GiB{gpu}")
+    split = ", ".join(f"{name} {s:.0f} s" for name, s in (phases or {}).items())
+    lines.append(f"\nwall time {seconds:.0f} s{f' ({split})' if split else ''}, "
+                 f"peak process memory (RSS) {rss:.2f} GiB{gpu}")
     return "\n".join(lines)
 
 
@@ -169,7 +172,9 @@ def train(args: StackelbergPPOConfig, model_args: ModelConfig) -> dict[str, dict
     trainer = StackelbergPPOTrainer(policy, tokenizer, args, base_model_name=base_model)
     history = trainer.train()
     records: list = []
+    evaluating = time.perf_counter()
     rows = {LLM_ROW: trainer.evaluate(records=records)}
+    phases = {**trainer.phase_seconds, "final evaluation": time.perf_counter() - evaluating}
     groups = [({"policy": LLM_ROW, "seed": args.seed, **labels}, result)
               for labels, result in records]
     for name, result in baselines(args, args.eval_episodes).items():
@@ -179,7 +184,7 @@ def train(args: StackelbergPPOConfig, model_args: ModelConfig) -> dict[str, dict
     trainer.save_model()
     if trainer.accelerator.is_main_process:
         (Path(args.output_dir) / EPISODES_CSV).write_text(episodes_csv(groups))
-        print(report(history, rows, time.perf_counter() - start))
+        print(report(history, rows, time.perf_counter() - start, phases))
         print(f"torch CPU threads per process: {threads}")
     if args.push_to_hub:
         trainer.push_to_hub(kpis=rows)

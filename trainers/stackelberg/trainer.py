@@ -14,7 +14,9 @@ RNG states per process, the epoch, and the metrics written so far.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +113,7 @@ class StackelbergPPOTrainer:
         self.epoch = 0
         self.history: list[dict] = []
         self._started = False  # output_dir checked, checkpoint loaded: once per trainer
+        self.phase_seconds: dict[str, float] = {}  # this process's wall time per phase
         self.eos = processing_class.eos_token_id
         self.pad = processing_class.pad_token_id if processing_class.pad_token_id is not None \
             else self.eos
@@ -129,7 +132,8 @@ class StackelbergPPOTrainer:
                    total=args.total_epochs, unit="epoch",
                    disable=args.disable_tqdm or not acc.is_main_process)
         for epoch in bar:
-            record = self.train_epoch(epoch)
+            with self._timed("PPO epochs"):
+                record = self.train_epoch(epoch)
             bar.set_postfix(leader=f"{record['leader_utility']:.3f}",
                             follower=f"{record['follower_utility']:.3f}")
             self.epoch = epoch + 1
@@ -148,6 +152,16 @@ class StackelbergPPOTrainer:
             acc.end_training()
         return self.history
 
+    @contextlib.contextmanager
+    def _timed(self, phase: str):
+        """Adds the block's wall seconds to ``phase_seconds[phase]`` (the final report's)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phase_seconds[phase] = (self.phase_seconds.get(phase, 0.0)
+                                         + time.perf_counter() - start)
+
     def _start(self) -> None:
         """Resume, or start fresh in an output_dir without a previous run (the policy of
         :func:`trainers.runs.run_dir.start_run`; every process decides, the main one deletes)."""
@@ -165,9 +179,11 @@ class StackelbergPPOTrainer:
         if args.init_adapters:
             self.policy.load_adapter_weights(download(args.init_adapters))
         elif args.expert_seeding:
-            self.seed_with_experts()
+            with self._timed("expert seeding"):
+                self.seed_with_experts()
         if args.critic_warmup_episodes:
-            self.warm_up_critic()
+            with self._timed("critic warm-up"):
+                self.warm_up_critic()
         if args.kl_reference == "start":
             self.policy.freeze_reference()
 
