@@ -14,7 +14,9 @@ and onnxruntime on the exported graphs, each through the batched policies
 (:class:`trainers.student.realtime.RealtimeStudent`: same actions, preallocated features) on
 onnxruntime, with its feature extraction alone in the next column; "compiled" is
 :class:`trainers.student.compiled.CompiledStudent` (features, auction and followers in numba, one
-call per role; the ``[realtime]`` extra, "-" without numba). The LLM column is a
+call per role; the ``[realtime]`` extra, "-" without numba), with the medians of its parts:
+features and network timed kernel by kernel on a twin, glue the rest of the median TTI (the
+Python calls, checks and copies around the kernels). The LLM column is a
 Stackelberg policy's decision latency per TTI for the same cell (``--llm_ttis`` TTIs after one
 warm-up episode): by default a fresh policy on the offline tiny model of ``trainers.tiny`` (a
 random Llama, LoRA adapters, PAG decoding), or trained adapters with ``--llm DIR`` (e.g.
@@ -46,7 +48,13 @@ from trainers.student.realtime import RealtimeStudent
 
 _HAS_NUMBA = importlib.util.find_spec("numba") is not None
 if _HAS_NUMBA:  # the [realtime] extra
-    from trainers.student.compiled import CompiledStudent
+    from trainers.student.compiled import (
+        CompiledStudent,
+        follower_features,
+        follower_network,
+        leader_features,
+        leader_network,
+    )
 
 TARGET_US = 100.0
 
@@ -142,6 +150,37 @@ def lean_latency(model: StudentModel, backend, scenario: ScenarioConfig, episode
     return one_cell_latency(lean, scenario, episodes, time_features), feature
 
 
+def compiled_latency(directory: Path, scenario: ScenarioConfig, episodes: int
+                     ) -> tuple[list[float], list[float], list[float]]:
+    """Seconds per TTI of :class:`CompiledStudent`: (end to end, features, network). The parts
+    are timed on a twin fed the same observations, its compiled kernels called one by one
+    (each call's dispatch from Python included); the rest of the end-to-end time is glue."""
+    max_ues = scenario.cell.max_ues
+    compiled, twin = (CompiledStudent.load(directory, max_ues) for _ in range(2))
+    features, network = [], []
+
+    def time_parts(obs, ue_obs) -> None:
+        if obs.t == 0:
+            twin.reset()
+        twin._set_capacity(obs)
+        s, lw, fw = twin.state, twin.leader_weights, twin.follower_weights
+        t0 = time.perf_counter()
+        n_active = leader_features(s, obs.t, obs.active, obs.ucm, obs.csi, obs.served_rbgs,
+                                   obs.queue_report, obs.rbg_outcome)
+        t1 = time.perf_counter()
+        leader_network(lw, s, obs.queue_report, obs.csi, n_active)
+        t2 = time.perf_counter()
+        follower_features(s, ue_obs.active, ue_obs.buffer_dpdus, ue_obs.channel,
+                          ue_obs.dcm_bits, ue_obs.feedback, ue_obs.last_ucm)
+        t3 = time.perf_counter()
+        follower_network(fw, s, ue_obs.active)
+        t4 = time.perf_counter()
+        features.append(t1 - t0 + t3 - t2)
+        network.append(t2 - t1 + t4 - t3)
+
+    return one_cell_latency(compiled, scenario, episodes, time_parts), features, network
+
+
 def fresh_tiny_policy(cache_dir: Path) -> Path:
     """A fresh Stackelberg policy on the offline tiny model (random Llama, LoRA r = 16 on the
     q/v projections), saved like a run's ``final/`` so it loads as trained adapters do."""
@@ -226,7 +265,8 @@ def main(argv=None) -> str:
     llm_policy = load_llm(args.llm, p, args.cache_dir) if args.llm_ttis else None
     lines = ["| I | PyTorch median / p99 (us) | net only | onnxruntime median / p99 (us) | "
              "net only | lean onnxruntime median / p99 (us) | lean features | compiled median / "
-             "p99 (us) | LLM (ms) | LLM / lean |", "|---:|" + "---:|" * 9]
+             "p99 (us) | compiled features / network / glue | LLM (ms) | LLM / lean |",
+             "|---:|" + "---:|" * 10]
     for n_ues in args.ues:
         scenario, row = cell(n_ues, args.ttis), []
         for backend in backends.values():
@@ -234,17 +274,19 @@ def main(argv=None) -> str:
             row.append((summary(total), summary(network)))
         lean, lean_features = map(summary, lean_latency(model, backends["onnx"], scenario,
                                                         args.episodes))
-        fast = "- (no numba)"
+        fast = parts = "- (no numba)"
         if _HAS_NUMBA:  # one cell of I_max = I slots, as the lean path
-            compiled = CompiledStudent.load(directory, scenario.cell.max_ues)
-            fast = "{:.0f} / {:.0f}".format(*summary(one_cell_latency(compiled, scenario,
-                                                                      args.episodes)))
+            total, features, network = (summary(x) for x in compiled_latency(
+                directory, scenario, args.episodes))
+            fast = f"{total[0]:.0f} / {total[1]:.0f}"
+            parts = (f"{features[0]:.0f} / {network[0]:.0f} / "
+                     f"{total[0] - features[0] - network[0]:.0f}")
         llm = llm_latency(*llm_policy, scenario, args.llm_ttis) if args.llm_ttis else None
         (pt, pt_net), (ort, ort_net) = row
         ratio = f"{llm * 1e6 / lean[0]:.0f}x" if llm else "-"
         lines.append(f"| {n_ues} | {pt[0]:.0f} / {pt[1]:.0f} | {pt_net[0]:.0f} | "
                      f"{ort[0]:.0f} / {ort[1]:.0f} | {ort_net[0]:.0f} | "
-                     f"{lean[0]:.0f} / {lean[1]:.0f} | {lean_features[0]:.0f} | {fast} | "
+                     f"{lean[0]:.0f} / {lean[1]:.0f} | {lean_features[0]:.0f} | {fast} | {parts} | "
                      f"{f'{llm * 1e3:.1f}' if llm else '-'} | {ratio} |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)

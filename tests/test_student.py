@@ -592,9 +592,26 @@ def test_bench_student_times_an_llm_policy_beside_the_student(llm, llm_teacher_d
     assert [int(row[0]) for row in rows] == [2, 3]
     for row in rows:
         assert " / " in row[7]  # the compiled path's median / p99
-        llm_ms, ratio = float(row[8]), row[9].strip()
+        features, network, _ = (float(x) for x in row[8].split(" / "))  # glue may round to 0
+        assert features > 0 and network > 0
+        llm_ms, ratio = float(row[9]), row[10].strip()
         assert llm_ms > 0 and ratio.endswith("x") and float(ratio[:-1]) > 0
     assert f"LLM: {spec};" in capsys.readouterr().out
+
+
+def test_bench_teacher_labels_one_cell_at_a_time_and_batched(llm_teacher_dir, tmp_path, capsys):
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_teacher.py"
+    spec = importlib.util.spec_from_file_location("bench_teacher", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    table = module.main(["--teacher", f"llm:{llm_teacher_dir}", "--envs", "1", "3", "--ues",
+                         "2", "--ttis", "2", "--cache_dir", str(tmp_path)])
+    rows = [line.split("|")[1:-1] for line in table.splitlines()[2:]]
+    assert [int(row[0]) for row in rows] == [1, 3]
+    assert rows[0][3].strip() == "1.0x"
+    for _, decisions, ttis, ratio in rows:
+        assert float(decisions) > float(ttis) > 0 and float(ratio.strip()[:-1]) > 0
+    assert f"teacher: llm:{llm_teacher_dir}; I = 2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("option, allowed", [
