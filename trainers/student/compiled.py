@@ -159,6 +159,15 @@ def _buffer_level(s, dpdus):
     return np.float32(np.log1p(np.float32(dpdus)) / s.log_capacity)
 
 
+@numba.njit(cache=True)
+def _frame_head(s, frame, dpdus, csi):
+    """A UE frame's first columns, shared by the BS's and the UE's view: active, non-empty,
+    buffer level, CSI one-hot."""
+    frame[0], frame[1], frame[2] = 1, dpdus > 0, _buffer_level(s, dpdus)
+    for c in range(N_CSI):
+        frame[3 + c] = csi == c
+
+
 # --------------------------------------------------------------------------- leader
 @numba.njit(cache=True)
 def leader_features(s, t, active, ucm, csi, served, queue, outcome):
@@ -187,10 +196,7 @@ def leader_features(s, t, active, ucm, csi, served, queue, outcome):
             continue
         if not s.bs_was_active[i]:  # just arrived: no history
             s.bs_stack[i] = 0
-        q = queue[0, i]
-        frame[0], frame[1], frame[2] = 1, q > 0, _buffer_level(s, q)
-        for c in range(N_CSI):
-            frame[3 + c] = csi[0, i] == c
+        _frame_head(s, frame, queue[0, i], csi[0, i])
         for u in range(k_ucm):
             frame[6 + u] = ucm[0, i] == u
         frame[6 + k_ucm] = np.float32(served[0, i]) / per_rbg
@@ -321,10 +327,7 @@ def follower_features(s, active, buffer, channel, dcm_bits, feedback, last_ucm):
             continue
         if not s.ue_was_active[i]:
             s.ue_stack[i] = 0
-        b = buffer[0, i]
-        frame[0], frame[1], frame[2] = 1, b > 0, _buffer_level(s, b)
-        for c in range(N_CSI):
-            frame[3 + c] = channel[0, i] == c
+        _frame_head(s, frame, buffer[0, i], channel[0, i])
         for n in range(n_rbgs):
             fb = feedback[0, i, n]
             frame[6 + n] = dcm_bits[0, i, n]
