@@ -72,6 +72,7 @@ def fresh_teacher_spec(cache_dir: Path) -> str:
 
 
 def main(argv=None) -> str:
+    from trainers.specs import SpecError
     from trainers.student.teachers import build_teacher
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -86,13 +87,19 @@ def main(argv=None) -> str:
     p.add_argument("--cache_dir", type=Path,
                    default=Path(tempfile.gettempdir()) / "agentic-mac-bench")
     args = p.parse_args(argv)
-    if min(args.envs) < 1 or args.ues < 1 or args.ttis < 1:
-        p.error("--envs, --ues and --ttis must be >= 1")
+    for name, value in (("--envs", min(args.envs)), ("--ues", args.ues), ("--rbgs", args.rbgs),
+                        ("--ttis", args.ttis), ("--threads", args.threads)):
+        if value < 1:
+            p.error(f"{name} = {value} is invalid; allowed: integers >= 1")
     torch.set_num_threads(args.threads)
     spec = fresh_teacher_spec(args.cache_dir) if args.teacher == "tiny" else args.teacher
     scenario = ScenarioConfig.from_dict({"cell": {"ue_counts": [args.ues], "n_rbgs": args.rbgs,
                                                   "episode_ttis": args.ttis + 1}})
-    teacher = build_teacher(spec, scenario.cell)
+    try:
+        teacher = build_teacher(spec, scenario.cell)
+    except SpecError as error:
+        p.error(f"--teacher = {args.teacher!r} is invalid; allowed: 'tiny' or llm:DIR_OR_REPO "
+                f"({error})")
     rates = {b: label_rate(teacher, scenario, b, args.ttis) for b in args.envs}
     one = rates.get(1)
     lines = ["| B (envs per TTI slice) | decisions / s | cell-TTIs / s | vs B = 1 |",

@@ -599,13 +599,29 @@ def test_bench_student_times_an_llm_policy_beside_the_student(llm, llm_teacher_d
     assert f"LLM: {spec};" in capsys.readouterr().out
 
 
-def test_bench_teacher_labels_one_cell_at_a_time_and_batched(llm_teacher_dir, tmp_path, capsys):
+def bench_teacher():
+    """benchmarks/bench_teacher.py as a module."""
     path = Path(__file__).parents[1] / "benchmarks" / "bench_teacher.py"
     spec = importlib.util.spec_from_file_location("bench_teacher", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    table = module.main(["--teacher", f"llm:{llm_teacher_dir}", "--envs", "1", "3", "--ues",
-                         "2", "--ttis", "2", "--cache_dir", str(tmp_path)])
+    return module
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--envs", "0"], "--envs = 0 is invalid; allowed: integers >= 1"),
+    (["--teacher", "llm:/nonexistent"],
+     "--teacher = 'llm:/nonexistent' is invalid; allowed: 'tiny' or llm:DIR_OR_REPO")])
+def test_bench_teacher_refuses_bad_arguments_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_teacher().main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_bench_teacher_labels_one_cell_at_a_time_and_batched(llm_teacher_dir, tmp_path, capsys):
+    table = bench_teacher().main(["--teacher", f"llm:{llm_teacher_dir}", "--envs", "1", "3",
+                                  "--ues", "2", "--ttis", "2", "--cache_dir", str(tmp_path)])
     rows = [line.split("|")[1:-1] for line in table.splitlines()[2:]]
     assert [int(row[0]) for row in rows] == [1, 3]
     assert rows[0][3].strip() == "1.0x"
