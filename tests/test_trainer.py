@@ -333,8 +333,9 @@ def test_zero_epochs_evaluates_and_saves_the_starting_policy(tiny_path, tmp_path
 
 
 def test_the_report_splits_the_wall_time_into_its_phases(tiny_path, tmp_path, capsys):
-    """Seeding, critic warm-up, PPO epochs and the final evaluation, each timed once, in the
-    order they ran; together at most the whole wall time."""
+    """Seeding, critic warm-up, PPO epochs (split into rollouts and each role's updates) and
+    the final evaluation, each timed once, in the order they ran; together at most the whole
+    wall time, and the epochs' parts at most the epochs."""
     from trainers.cli.train import main
 
     config = run_config(tiny_path, tmp_path / "run", expert_seeding=True, expert_episodes=4,
@@ -343,10 +344,12 @@ def test_the_report_splits_the_wall_time_into_its_phases(tiny_path, tmp_path, ca
     assert main(["--config", str(write_yaml(tmp_path / "run.yaml", config))]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("wall time"))
     match = re.fullmatch(r"wall time (\d+) s \(expert seeding (\d+) s, critic warm-up (\d+) s, "
-                         r"PPO epochs (\d+) s, final evaluation (\d+) s\), .*", line)
+                         r"PPO epochs (\d+) s \[rollouts (\d+) s, leader updates (\d+) s, "
+                         r"follower updates (\d+) s\], final evaluation (\d+) s\), .*", line)
     assert match, line
-    total, *phases = (int(x) for x in match.groups())
-    assert sum(phases) <= total + len(phases)  # each rounded to the second
+    total, seeding, warmup, epochs, *parts, final = (int(x) for x in match.groups())
+    assert seeding + warmup + epochs + final <= total + 4  # each rounded to the second
+    assert sum(parts) <= epochs + len(parts)
 
 
 def test_last_checkpoint_ignores_half_written_checkpoints(tiny_path, tmp_path):

@@ -131,7 +131,10 @@ def baselines(args: StackelbergPPOConfig, episodes: int) -> dict[str, dict]:
 
 
 def report(history: list[dict], rows: dict[str, dict[str, float]], seconds: float,
-           phases: dict[str, float] | None = None) -> str:
+           phases: dict[str, float] | None = None,
+           epoch_split: dict[str, float] | None = None) -> str:
+    """The learning curve, the final KPI table and the wall time by phase (``epoch_split``:
+    the PPO epochs' own split, printed in brackets after them)."""
     import torch
 
     from textgame.tables import kpi_table
@@ -150,7 +153,9 @@ def report(history: list[dict], rows: dict[str, dict[str, float]], seconds: floa
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
     gpu = (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
            if torch.cuda.is_available() else "")
-    split = ", ".join(f"{name} {s:.0f} s" for name, s in (phases or {}).items())
+    inner = ", ".join(f"{name} {s:.0f} s" for name, s in (epoch_split or {}).items())
+    split = ", ".join(f"{name} {s:.0f} s" + (f" [{inner}]" if name == "PPO epochs" and inner
+                                               else "") for name, s in (phases or {}).items())
     lines.append(f"\nwall time {seconds:.0f} s{f' ({split})' if split else ''}, "
                  f"peak process memory (RSS) {rss:.2f} GiB{gpu}")
     return "\n".join(lines)
@@ -184,7 +189,8 @@ def train(args: StackelbergPPOConfig, model_args: ModelConfig) -> dict[str, dict
     trainer.save_model()
     if trainer.accelerator.is_main_process:
         (Path(args.output_dir) / EPISODES_CSV).write_text(episodes_csv(groups))
-        print(report(history, rows, time.perf_counter() - start, phases))
+        print(report(history, rows, time.perf_counter() - start, phases,
+                     trainer.epoch_seconds))
         print(f"torch CPU threads per process: {threads}")
     if args.push_to_hub:
         trainer.push_to_hub(kpis=rows)

@@ -114,6 +114,7 @@ class StackelbergPPOTrainer:
         self.history: list[dict] = []
         self._started = False  # output_dir checked, checkpoint loaded: once per trainer
         self.phase_seconds: dict[str, float] = {}  # this process's wall time per phase
+        self.epoch_seconds: dict[str, float] = {}  # "PPO epochs" split: rollouts, updates
         self.eos = processing_class.eos_token_id
         self.pad = processing_class.pad_token_id if processing_class.pad_token_id is not None \
             else self.eos
@@ -153,14 +154,14 @@ class StackelbergPPOTrainer:
         return self.history
 
     @contextlib.contextmanager
-    def _timed(self, phase: str):
-        """Adds the block's wall seconds to ``phase_seconds[phase]`` (the final report's)."""
+    def _timed(self, phase: str, into: dict[str, float] | None = None):
+        """Adds the block's wall seconds to ``into[phase]``, by default ``phase_seconds``."""
+        into = self.phase_seconds if into is None else into
         start = time.perf_counter()
         try:
             yield
         finally:
-            self.phase_seconds[phase] = (self.phase_seconds.get(phase, 0.0)
-                                         + time.perf_counter() - start)
+            into[phase] = into.get(phase, 0.0) + time.perf_counter() - start
 
     def _start(self) -> None:
         """Resume, or start fresh in an output_dir without a previous run (the policy of
@@ -189,7 +190,8 @@ class StackelbergPPOTrainer:
 
     def train_epoch(self, epoch: int) -> dict:
         """Algorithm 1 lines 5-21 for one epoch."""
-        with self.accelerator.autocast():  # the precision of the update: first ratio = 1
+        with self._timed("rollouts", self.epoch_seconds), \
+                self.accelerator.autocast():  # the precision of the update: first ratio = 1
             leader, follower, kpis = self.worker.collect(epoch)
         record: dict = {"epoch": epoch + 1, "temperature": leader.temperature}
         record.update(self._mean_kpis(kpis))
@@ -198,8 +200,9 @@ class StackelbergPPOTrainer:
         for role, decisions in (("leader", leader), ("follower", follower)):
             if role == "follower" and self.args.follower_policy != "llm":
                 continue  # Dictator ablation: heuristic UEs, the follower adapter stays as is
-            stats = ppo_update(self.policy, role, decisions, self.optimizers[role], self.args,
-                               self.accelerator, self.rng, self.eos, self.pad)
+            with self._timed(f"{role} updates", self.epoch_seconds):
+                stats = ppo_update(self.policy, role, decisions, self.optimizers[role],
+                                   self.args, self.accelerator, self.rng, self.eos, self.pad)
             record.update({f"{role}/{k}": v for k, v in self._mean_over_processes(stats).items()})
             record[f"{role}/learning_rate"] = self.schedulers[role].get_last_lr()[0]
             self.schedulers[role].step()
