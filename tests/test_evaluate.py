@@ -271,6 +271,36 @@ def test_paired_differences_are_those_of_the_saved_episodes(tmp_path, capsys):
             "--policies ['MW', 'RR']") in capsys.readouterr().err
 
 
+def test_ue_counts_play_those_sizes_of_the_sweep_only(tmp_path, capsys):
+    """--ue_counts: the listed sizes of the UE sweep, each exactly as in the whole sweep (same
+    episodes: common random numbers); a size outside the sweep, or sizes without a UE sweep,
+    is one line naming the field."""
+    import csv
+
+    from trainers.cli.evaluate import main
+
+    common = ["--suites", "ues14", "--episodes", "2", "--n_envs", "2", "--disable_tqdm", "true",
+              "--scenario", '{"cell": {"episode_ttis": 3}}', "--num_threads", "1",
+              "--policies", "RR=round_robin/dictator"]
+    assert main([*common, "--output_dir", str(tmp_path / "all")]) == 0
+    assert main([*common, "--ue_counts", "13", "3", "--output_dir", str(tmp_path / "two")]) == 0
+    rows = {}
+    for name in ("all", "two"):
+        with open(tmp_path / name / "results.csv", newline="") as handle:
+            rows[name] = {r["case"]: r for r in csv.DictReader(handle)}
+    assert len(rows["all"]) == 13 and sorted(rows["two"]) == ["I=13", "I=3"]
+    for case in ("I=3", "I=13"):
+        assert rows["two"][case] == rows["all"][case]
+    capsys.readouterr()
+    for args, message in ((["--ue_counts", "15"], "EvaluateConfig.ue_counts = 15 is invalid; "
+                           "allowed: integers in 2..14 (the sizes of --suites ues14)"),
+                          (["--suites", "rbgs", "--ue_counts", "4"],
+                           "EvaluateConfig.ue_counts = [4] is invalid; allowed: empty unless "
+                           "--suites has a UE sweep (ues or ues14)")):
+        assert main([*common, *args, "--output_dir", str(tmp_path / "x")]) == 2
+        assert message in capsys.readouterr().err
+
+
 def assert_png(path: Path) -> None:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, path

@@ -10,7 +10,8 @@ Policies (``[label=]spec``, :mod:`trainers.specs`): a heuristic pair ``LEADER/FO
 ``marl:DIR`` (MAPPO or G-MAC, ``{ues}``/``{rbgs}`` in DIR filled per case: MAPPO-S);
 ``student:DIR`` (a distilled student); ``llm:DIR_OR_REPO`` (Stackelberg PPO adapters from a
 run's ``final/`` or the Hub). Suites: ues (I = 2..10), ues14 (I = 2..14; with
-``--training_sizes 2 4 6 8`` the trained and held-out sizes apart), rbgs (N = 3..8), tbler,
+``--training_sizes 2 4 6 8`` the trained and held-out sizes apart; ``--ue_counts 2 4 10`` plays
+those sizes of a UE sweep only), rbgs (N = 3..8), tbler,
 traffic (Table III), legacy (Table VII), stress (Table VIII); see ``trainers/evaluation/suites.py``.
 Writes ``results.md``, ``results.csv``, ``episodes.csv`` (every episode's KPIs),
 ``<suite>.png`` for the sweeps and ``training.png``; ``--paired_against LABEL`` adds
@@ -40,7 +41,7 @@ from trainers.cli.args import (
     run,
     set_num_threads,
 )
-from trainers.evaluation.suites import SUITES
+from trainers.evaluation.suites import SUITES, UE_SWEEPS
 from trainers.specs import check_spec, parse_spec
 
 ALL_SUITES = (*SUITES, "hcn")
@@ -57,7 +58,7 @@ class EvaluateConfig:
     """Options of ``agentic-mac evaluate``.
 
     Parameters that choose what plays where:
-        policies, suites, scenario, base_model, device.
+        policies, suites, ue_counts, scenario, base_model, device.
     Parameters of the runs (every policy meets the same seeds):
         episodes, n_envs, seed, seeds.
     Parameters of the output:
@@ -71,6 +72,9 @@ class EvaluateConfig:
     suites: list[str] = field(default_factory=lambda: ["ues"], metadata={
         "help": f"scenario suites, any of {list(ALL_SUITES)} (hcn: the multi-cell network of "
                 "Table IV)"})
+    ue_counts: list[int] = field(default_factory=list, metadata={
+        "help": "cell sizes I of the UE sweeps (ues: 2..10, ues14: 2..14) to play, e.g. the "
+                "training sizes and a few held-out ones; default: every size of the sweep"})
     episodes: int = field(default=64, metadata={"help": "episodes per (policy, case, seed)"})
     n_envs: int = field(default=16, metadata={"help": "environments in lock step"})
     seed: int = field(default=0, metadata={
@@ -126,6 +130,15 @@ class EvaluateConfig:
                 fail_field(OWNER, "hcn_partitions", name, f"any of {list(HCN_PARTITIONS)}")
         for n in self.training_sizes:
             check_int_at_least(OWNER, "training_sizes", n, 1)
+        sweeps = [suite for suite in self.suites if suite in UE_SWEEPS]
+        if self.ue_counts and not sweeps:
+            fail_field(OWNER, "ue_counts", self.ue_counts,
+                       f"empty unless --suites has a UE sweep ({' or '.join(UE_SWEEPS)})")
+        largest = max((UE_SWEEPS[suite] for suite in sweeps), default=0)
+        for n in self.ue_counts:
+            if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= largest:
+                fail_field(OWNER, "ue_counts", n, f"integers in 2..{largest} (the sizes of "
+                           f"--suites {' '.join(sweeps)})")
         for c in self.hcn_cells or ():
             check_int_at_least(OWNER, "hcn_cells", c, 1)
         check_int_at_least(OWNER, "hcn_lock_step_cells", self.hcn_lock_step_cells, 1)
@@ -158,7 +171,8 @@ def preflight(args: EvaluateConfig):
         check_spec(spec, f"{OWNER}.policies")  # MAPPO-S paths ({ues}): per case, when built
     base = load_scenario(args.scenario) if args.scenario else None
     cases = [case for suite in args.suites if suite != "hcn"
-             for case in suite_cases(suite, base)]
+             for case in suite_cases(suite, base)
+             if not (args.ue_counts and suite in UE_SWEEPS and case.x not in args.ue_counts)]
     runs = args.training_run_dirs()
     for item in args.merge:
         if not results_csv(item).is_file():

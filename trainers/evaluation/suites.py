@@ -32,6 +32,7 @@ from textgame.runner import batch_seeds, run_episodes
 from trainers.specs import PolicySpec, build_policy
 
 SUITES = ("ues", "ues14", "rbgs", "tbler", "traffic", "legacy", "stress")
+UE_SWEEPS = {"ues": 10, "ues14": 14}  # the sweeps over I = 2..this at N = 4
 TBLERS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
 # Table III: B Bernoulli, P periodic, O bursty on-off; models go to UE slots in this order.
 TRAFFIC_CASES = {"Case 1 (5B)": "BBBBB", "Case 2 (3B/2P)": "BBBPP", "Case 3 (2B/3P)": "BBPPP",
@@ -74,9 +75,8 @@ def suite_cases(suite: str, base: dict | ScenarioConfig | None = None) -> list[C
             scenario = ScenarioConfig.from_dict(_merge(scenario.to_dict(), changes))
         return Case(suite, label, x, scenario, legacy)
 
-    if suite in ("ues", "ues14"):  # ues14: I past the paper's 10, for held-out cell sizes
-        last = 10 if suite == "ues" else 14
-        return [case(f"I={i}", i, i, {"n_rbgs": 4}) for i in range(2, last + 1)]
+    if suite in UE_SWEEPS:  # ues14: I past the paper's 10, for held-out cell sizes
+        return [case(f"I={i}", i, i, {"n_rbgs": 4}) for i in range(2, UE_SWEEPS[suite] + 1)]
     if suite == "rbgs":
         return [case(f"N={n}", n, 5, {"n_rbgs": n}) for n in range(3, 9)]
     if suite == "tbler":
