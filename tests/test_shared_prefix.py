@@ -204,3 +204,31 @@ def test_grouping_one_minibatch_changes_only_the_row_order(tiny_path, tokenizer,
                                   tokenizer.eos_token_id, tokenizer.pad_token_id)
     for key, value in out[False].items():
         assert out[True][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
+def test_gathering_the_prefix_rows_is_bit_reproducible_at_two_threads():
+    """Rows that share a meta-prompt send their gradients back through ``gather_rows``: summed
+    in row order, the same bytes on every repeat at two threads (``states[group]`` sums them
+    with parallel atomic adds: 11 of 30 repeats differed in this shape). A single prefix is an
+    expanded view; the rows are exactly ``states[group]`` either way."""
+    from trainers.policy.prefix_cache import gather_rows
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        states = torch.randn(5, 1, 120, 32, generator=g, requires_grad=True)  # (m, H, Lp, D)
+        group = torch.randint(0, 5, (200,), generator=g)  # (B,)
+        upstream = torch.randn(200, 1, 120, 32, generator=g)
+        grads = []
+        for _ in range(30):
+            states.grad = None
+            (gather_rows(states, group) * upstream).sum().backward()
+            grads.append(states.grad.clone())
+    finally:
+        torch.set_num_threads(previous)
+    assert all(torch.equal(grads[0], grad) for grad in grads[1:])
+    assert torch.equal(gather_rows(states, group), states[group])
+    one = states[:1]
+    assert torch.equal(gather_rows(one, group[:7]), one[torch.zeros(7, dtype=torch.long)])
+    assert gather_rows(one, group[:7]).data_ptr() == one.data_ptr()  # a view, no copy

@@ -215,8 +215,8 @@ def deterministic_algorithms(enabled: bool) -> None:
     """torch's deterministic kernels for this process (``torch.use_deterministic_algorithms``,
     ``warn_only``: an op without one warns rather than fails; cuDNN's deterministic mode and
     cuBLAS's fixed workspace on a GPU), so two runs of one config at one thread count give the
-    same bits. Some CPU kernels otherwise accumulate in an order that varies between runs at two
-    threads or more (design §6.11)."""
+    same bits on a GPU too. The CPU update already does with the default kernels (design
+    §6.11: its one order-varying op, the shared meta-prompts' gather, is ``index_select``)."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
     torch.use_deterministic_algorithms(enabled, warn_only=True)

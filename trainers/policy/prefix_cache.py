@@ -236,15 +236,21 @@ def prefix_states(decoder, split: PrefixSplit, embeds: torch.Tensor | None = Non
     else:
         with run_layers(decoder, slice(boundary, n_layers)):
             decoder(inputs_embeds=embeds, **inputs)
-    rows = len(split.group)
-    one = split.prefix_ids.shape[0] == 1  # one prefix for the whole batch: a view, no copy
-
-    def gather(states: torch.Tensor) -> torch.Tensor:
-        return states.expand(rows, -1, -1, -1) if one else states[split.group]
-
-    top = [_PrefixLayer(gather(layer.keys), gather(layer.values))
+    top = [_PrefixLayer(gather_rows(layer.keys, split.group),
+                        gather_rows(layer.values, split.group))
            for layer in record.layers[boundary:]]
     return Cache(layers=[top[0]] * boundary + top)
+
+
+def gather_rows(states: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """(B, ...) rows ``states[group[b]]`` of the m distinct prefixes' states (m, ...), a view
+    when m = 1. ``index_select``, not ``states[group]``: the backward of advanced indexing sums
+    the rows that share a prefix with parallel atomic adds on the CPU, in an order that varies
+    from run to run at two threads or more; ``index_select``'s sums them in row order, so a run
+    is the same bytes at any fixed thread count (design §6.11)."""
+    if states.shape[0] == 1:
+        return states.expand(len(group), *states.shape[1:])
+    return states.index_select(0, group)
 
 
 def _right_aligned(parts: list[torch.Tensor], width: int) -> torch.Tensor:

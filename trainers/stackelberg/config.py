@@ -204,11 +204,11 @@ class StackelbergPPOConfig:
         "sets 1 unless given --num_cpu_threads_per_process), else the cores this process may "
         "use divided among the processes of the machine (LOCAL_WORLD_SIZE).", default=None)
     deterministic: bool = _help(
-        "Deterministic torch kernels (torch.use_deterministic_algorithms, design §6.11): two "
-        "runs of one config at one thread count give the same bytes, and a resumed run those "
-        "of an uninterrupted one. False = the default kernels, whose CPU update differs in the "
-        "last bits between runs at two threads or more (off by default for now: switching it "
-        "on changes every run's numbers, see §6.11).", default=False)
+        "Deterministic torch kernels (torch.use_deterministic_algorithms with cuDNN's "
+        "deterministic mode and cuBLAS's fixed workspace, design §6.11), for the same bytes "
+        "from two runs of one config on a GPU. On the CPU the default kernels already give the "
+        "same bytes at any fixed thread count (and a resumed run those of an uninterrupted "
+        "one); there this changes nothing in the update.", default=False)
     mixed_precision: Literal["no", "fp16", "bf16"] = _help(
         "accelerate mixed precision: 'no', 'fp16' or 'bf16'.", default="no")
     gradient_accumulation_steps: int = _help("Minibatches per optimizer step.", default=1)
