@@ -138,7 +138,7 @@ def report(history: list[dict], rows: dict[str, dict[str, float]], seconds: floa
     import torch
 
     from textgame.tables import kpi_table
-    from trainers.stackelberg.trainer import HEADLINE
+    from trainers.stackelberg.trainer import HEADLINE, PPO_EPOCHS
 
     step = max(len(history) // 10, 1)
     lines = ["learning curve (mean utilities of the epoch's episodes)",
@@ -154,7 +154,7 @@ def report(history: list[dict], rows: dict[str, dict[str, float]], seconds: floa
     gpu = (f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
            if torch.cuda.is_available() else "")
     inner = ", ".join(f"{name} {s:.0f} s" for name, s in (epoch_split or {}).items())
-    split = ", ".join(f"{name} {s:.0f} s" + (f" [{inner}]" if name == "PPO epochs" and inner
+    split = ", ".join(f"{name} {s:.0f} s" + (f" [{inner}]" if name == PPO_EPOCHS and inner
                                                else "") for name, s in (phases or {}).items())
     lines.append(f"\nwall time {seconds:.0f} s{f' ({split})' if split else ''}, "
                  f"peak process memory (RSS) {rss:.2f} GiB{gpu}")

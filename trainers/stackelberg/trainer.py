@@ -56,6 +56,7 @@ EXPERT_SEEDING, SEEDED, TRACKER_PROJECT = "expert-seeding", "seeded", "agentic-m
 CRITIC_WARMUP, LEARNING_CURVE = "critic-warmup.json", "learning_curve.png"
 RUN_EXTRAS = (EXPERT_SEEDING, SEEDED, TRACKER_PROJECT, CRITIC_WARMUP,
               LEARNING_CURVE)  # output_dir entries besides run_dir's
+PPO_EPOCHS = "PPO epochs"  # the phase that epoch_seconds splits
 HEADLINE = ("throughput_mbps", "fairness", "collision_rate", "invalid_action_rate",
             "leader_utility", "follower_utility")
 
@@ -133,7 +134,7 @@ class StackelbergPPOTrainer:
                    total=args.total_epochs, unit="epoch",
                    disable=args.disable_tqdm or not acc.is_main_process)
         for epoch in bar:
-            with self._timed("PPO epochs"):
+            with self._timed(PPO_EPOCHS):
                 record = self.train_epoch(epoch)
             bar.set_postfix(leader=f"{record['leader_utility']:.3f}",
                             follower=f"{record['follower_utility']:.3f}")
