@@ -1,5 +1,9 @@
 """Shared fixtures."""
 
+import logging
+import warnings
+from dataclasses import dataclass
+
 import pytest
 import torch
 
@@ -68,3 +72,51 @@ def student_dir(tmp_path_factory) -> str:
     torch.manual_seed(0)
     model = StudentModel(CellShape.of(CellConfig()), 1, 8, [8], teacher="max_weight/dictator")
     return str(model.save(tmp_path_factory.mktemp("student") / "final"))
+
+
+@dataclass
+class CommandResult:
+    """What a user of ``agentic-mac ARGS`` sees: the exit status, stderr, and the warnings and
+    log records that would have reached stderr in a process of its own."""
+    returncode: int
+    stderr: str
+    warnings: list[str]
+    logs: list[str]
+
+
+@pytest.fixture
+def run_command(monkeypatch, capsys, caplog):
+    """``run_command(*args, cwd=None)``: ``agentic-mac ARGS`` in this process, through the
+    ``main`` the console script calls, as a :class:`CommandResult`. A subprocess spends ~4 s
+    importing torch before it reads its arguments; what needs a process of its own (the console
+    script itself, HF_HUB_OFFLINE, which huggingface_hub reads at import) stays a subprocess
+    (tests/test_cli_errors.py). The command's global state (torch
+    threads, the project's log level, the working directory) is restored afterwards."""
+    from trainers.cli.main import main
+
+    threads, level = torch.get_num_threads(), logging.getLogger("trainers").level
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+    def run(*args: str, cwd=None) -> CommandResult:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        caplog.clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")  # what Python shows outside __main__
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+            try:
+                status = main(list(args))
+            except SystemExit as exit_:  # argparse's own exits
+                status = exit_.code
+        shown = [r for r in caplog.records  # the root logger's WARNING, the project's INFO
+                 if r.levelno >= logging.WARNING
+                 or (r.name.startswith("trainers") and r.levelno >= logging.INFO)]
+        return CommandResult(int(status or 0), capsys.readouterr().err,
+                             [f"{w.category.__name__}: {w.message}" for w in caught],
+                             [r.getMessage() for r in shown])
+
+    yield run
+    torch.set_num_threads(threads)
+    logging.getLogger("trainers").setLevel(level)

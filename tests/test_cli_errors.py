@@ -1,8 +1,12 @@
 """Bad input to every ``agentic-mac`` command ends in one line on stderr and exit status 2.
 
-Each case runs the command as a user would (a subprocess of ``python -m trainers.cli.main``),
-and asserts the exit status, the message (the field or file, the value, what is allowed) and
-that no traceback is printed. None of them loads a model: the checks run first.
+Each case runs the command's ``main`` in this process (the ``run_command`` fixture: a
+subprocess would spend ~4 s importing torch per case) and asserts the exit status, the message
+(the field or file, the value, what is allowed), that nothing else reached stderr (no
+traceback, warning or log line) and that no exception escaped. A few cases run as a user would,
+in a subprocess of ``python -m trainers.cli.main``: one per command, and the Hub ids, which
+need HF_HUB_OFFLINE before huggingface_hub is imported. None of them loads a model: the checks
+run first.
 """
 
 import os
@@ -92,21 +96,46 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("command, args, message", CASES,
-                         ids=[f"{c}-{' '.join(a)[:40]}" for c, a, _ in CASES])
-def test_bad_input_is_one_line_and_exit_2(files, command, args, message):
+HUB_IDS = ("nobody/no-such-model", "llm:someone/not-a-repo", "someone/not-a-repo")
+IN_PROCESS = [case for case in CASES if not set(case[1]) & set(HUB_IDS)]
+# as a user runs them: one case per command (its console path), the Hub ids, the bad subcommand
+IN_A_PROCESS = ([next(case for case in CASES if case[0] == command) for command in COMMANDS]
+                + [case for case in CASES if case not in IN_PROCESS or case[0] == "bogus"])
+
+
+def _expand(files: dict[str, str], args: list[str]) -> list[str]:
     if os.geteuid() == 0 and "readonly" in " ".join(args):
         args = [a.replace("{readonly}", "/proc/agentic-mac") for a in args]  # root writes 0o500
     for name, value in files.items():
         args = [a.replace("{" + name + "}", value) for a in args]
-    result = agentic_mac(command, *args, cwd=Path(files["dir"]))
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
+    return args
+
+
+def _assert_one_line(command: str, returncode: int, stderr: str, message: str) -> None:
+    assert returncode == 2, stderr[-3000:]
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
     assert message in lines[0]
     assert lines[0].startswith(f"agentic-mac {command}: error: " if command in COMMANDS
                                else "agentic-mac: error: ")
+
+
+def _ids(cases):
+    return [f"{c}-{' '.join(a)[:40]}" for c, a, _ in cases]
+
+
+@pytest.mark.parametrize("command, args, message", IN_PROCESS, ids=_ids(IN_PROCESS))
+def test_bad_input_is_one_line_and_exit_2(files, run_command, command, args, message):
+    result = run_command(command, *_expand(files, args), cwd=files["dir"])
+    _assert_one_line(command, result.returncode, result.stderr, message)
+    assert result.warnings == [] and result.logs == []
+
+
+@pytest.mark.parametrize("command, args, message", IN_A_PROCESS, ids=_ids(IN_A_PROCESS))
+def test_the_console_command_gives_the_same_one_line(files, command, args, message):
+    result = agentic_mac(command, *_expand(files, args), cwd=Path(files["dir"]))
+    _assert_one_line(command, result.returncode, result.stderr, message)
 
 
 @pytest.mark.parametrize("config", sorted(p.stem for p in (ROOT / "recipes" / "configs").glob(
@@ -167,9 +196,10 @@ def test_num_threads_defaults_to_omp_num_threads_then_the_cores(monkeypatch, env
     ("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4", "accelerate launch "
      "--gradient_accumulation_steps 4 is not used by StackelbergPPOTrainer; allowed: 1 there, "
      "and gradient_accumulation_steps in the config (now 1)")])
-def test_launches_the_trainer_does_not_do_are_refused_in_one_line(tmp_path, variable, value,
+def test_launches_the_trainer_does_not_do_are_refused_in_one_line(tmp_path, run_command,
+                                                                   monkeypatch, variable, value,
                                                                    message):
-    result = agentic_mac("train", "--output_dir", str(tmp_path / "run"), **{variable: value})
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and message in lines[0], result.stderr
+    monkeypatch.setenv(variable, value)  # as accelerate launch sets it for its processes
+    result = run_command("train", "--output_dir", str(tmp_path / "run"))
+    _assert_one_line("train", result.returncode, result.stderr, message)
+    assert result.warnings == [] and result.logs == []

@@ -228,11 +228,10 @@ def test_a_ppo_epoch_keeps_one_state_row_per_decision_and_starts_at_ratio_one(de
     assert policy.trunk.stats()["kept_gib"] == before
 
 
-def test_adapters_saved_with_another_k_are_refused_in_one_line(save_llm, tmp_path):
-    from test_cli_errors import agentic_mac
-
+def test_adapters_saved_with_another_k_are_refused_in_one_line(save_llm, run_command,
+                                                              tmp_path):
     top = save_llm(tmp_path / "top1", trainable_layers=1)
-    out = agentic_mac("train", "--init_adapters", top, "--output_dir", str(tmp_path / "run"),
+    out = run_command("train", "--init_adapters", top, "--output_dir", str(tmp_path / "run"),
                       "--total_epochs", "0")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [
@@ -292,10 +291,8 @@ def test_the_allowed_vocabulary_head_gives_the_full_heads_update(deep, k):
     assert ids[sub_tokens].tolist() == tokens.tolist()
 
 
-def test_a_k_beyond_the_model_is_one_line_from_the_command(tmp_path):
-    from test_cli_errors import agentic_mac
-
-    out = agentic_mac("train", "--trainable_layers", "99", "--total_epochs", "0",
+def test_a_k_beyond_the_model_is_one_line_from_the_command(run_command, tmp_path):
+    out = run_command("train", "--trainable_layers", "99", "--total_epochs", "0",
                       "--output_dir", str(tmp_path / "run"))
     assert out.returncode == 2 and "Traceback" not in out.stderr  # after the model's build
     assert out.stderr.strip().splitlines()[-1] == (
