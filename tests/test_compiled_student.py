@@ -3,7 +3,12 @@ exactly as the onnxruntime/PyTorch path, reads the exported weights, and the loa
 onnxruntime with one log line where numba is absent."""
 
 import importlib.util
+import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +86,30 @@ def test_one_call_tti_equals_the_leader_then_the_followers(exported, compiled):
         if step.done:
             break
         obs = step.leader_obs
+
+
+ENTRY_POINTS = ("new_leader_weights", "new_follower_weights", "new_cell_state", "leader_tti",
+                "follower_tti", "decide_tti", "_reset")
+LOAD_AND_COUNT = """import json, sys
+from trainers.student import compiled
+compiled.CompiledStudent.load(sys.argv[1], int(sys.argv[2]))
+print(json.dumps({name: [sum(getattr(compiled, name).stats.cache_hits.values()),
+                         sum(getattr(compiled, name).stats.cache_misses.values())]
+                  for name in sys.argv[3:]}))"""
+
+
+def test_a_new_process_loads_the_compiled_path_from_numbas_cache(exported, compiled):
+    """The structs the compiled functions take are numba StructRefs, so numba caches those
+    functions on disk; with jitclass arguments every process compiled them again (~25 s on the
+    2-core reference CPU). This process has compiled (or loaded) them on the game's dtypes
+    (the ``compiled`` fixture), so a new process finds every entry point in the cache."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", LOAD_AND_COUNT, str(exported[1]), str(MAX_UES),
+                           *ENTRY_POINTS], capture_output=True, text=True, cwd=root, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counts == {name: [1, 0] for name in ENTRY_POINTS}, counts
 
 
 def test_a_stale_export_is_refused(exported, tmp_path):

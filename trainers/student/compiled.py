@@ -25,6 +25,8 @@ same (``tests/test_compiled_student.py``). Greedy only, like onnxruntime.
 Weights come from the student directory the ONNX files were exported beside
 (``model.safetensors``, read with numpy), and they are checked against ``leader.onnx`` and
 ``follower.onnx`` when those exist, so this path serves what the onnxruntime fallback serves.
+Compiled once per machine into numba's on-disk cache (``__pycache__`` beside this file, or
+numba's user-wide cache where that is read-only); a new process loads it in under a second.
 Needs numba (``pip install 'agentic-mac[realtime]'``); without it,
 :func:`trainers.student.realtime.load_realtime` falls back to onnxruntime with one log line.
 
@@ -42,7 +44,8 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from numba.experimental import jitclass
+from numba.core import types
+from numba.experimental import structref
 from safetensors.numpy import load_file
 
 from textgame.game import FollowerObs, LeaderObs
@@ -52,76 +55,94 @@ from trainers.student.features import DCM_BITS_OFFSET, POSITION_SCALE, CellShape
 from trainers.student.model import CONFIG_FILE, WEIGHTS_FILE
 from trainers.student.onnx import FOLLOWER_FILE, LEADER_FILE
 
-_F1, _F2, _F3 = numba.float32[::1], numba.float32[:, ::1], numba.float32[:, :, ::1]
-_B1, _B2, _I1 = numba.boolean[::1], numba.boolean[:, ::1], numba.int64[::1]
-_B3 = numba.boolean[:, :, ::1]
+
+# Structs that compiled functions take by reference, as a jitclass would, but numba StructRefs:
+# numba caches the functions that take them on disk, where a jitclass argument makes every
+# process compile them again (~25 s on the 2-core reference CPU). Built from Python with the
+# fields in order.
+def _unliteral(fields):
+    return tuple((name, types.unliteral(typ)) for name, typ in fields)
 
 
-@jitclass([("encoder_w1", _F2), ("encoder_b1", _F1), ("encoder_w2", _F2), ("encoder_b2", _F1),
-           ("global_w", _F2), ("global_b", _F1), ("qk_w", _F2), ("vo_w", _F2), ("vo_b", _F1),
-           ("remaining_w", _F1), ("grant_embedding", _F2), ("bid_w", _F1),
-           ("bid_b", numba.float32), ("nobody_w", _F2), ("nobody_b", _F1)])
-class LeaderWeights:
-    """:class:`LeaderStudent`'s parameters, matrices as W^T (in, out)."""
-
-    def __init__(self, encoder_w1, encoder_b1, encoder_w2, encoder_b2, global_w, global_b, qk_w,
-                 vo_w, vo_b, remaining_w, grant_embedding, bid_w, bid_b, nobody_w, nobody_b):
-        self.encoder_w1, self.encoder_b1 = encoder_w1, encoder_b1
-        self.encoder_w2, self.encoder_b2 = encoder_w2, encoder_b2
-        self.global_w, self.global_b, self.qk_w, self.vo_w, self.vo_b = (
-            global_w, global_b, qk_w, vo_w, vo_b)
-        self.remaining_w, self.grant_embedding = remaining_w, grant_embedding
-        self.bid_w, self.bid_b, self.nobody_w, self.nobody_b = bid_w, bid_b, nobody_w, nobody_b
+@structref.register
+class LeaderWeightsType(types.StructRef):
+    def preprocess_fields(self, fields):
+        return _unliteral(fields)
 
 
-@jitclass([("body_w", _F3), ("body_b", _F2), ("body_dims", _I1), ("bitmap_w", _F2),
-           ("bitmap_b", _F1), ("obey", numba.float32), ("ucm_w", _F2), ("ucm_b", _F1)])
-class FollowerWeights:
+@structref.register
+class FollowerWeightsType(types.StructRef):
+    def preprocess_fields(self, fields):
+        return _unliteral(fields)
+
+
+@structref.register
+class CellStateType(types.StructRef):
+    def preprocess_fields(self, fields):
+        return _unliteral(fields)
+
+
+class LeaderWeights(structref.StructRefProxy):
+    """:class:`LeaderStudent`'s parameters, matrices as W^T (in, out), float32."""
+
+
+class FollowerWeights(structref.StructRefProxy):
     """:class:`FollowerStudent`'s parameters: body layer l is ``body_w[l, :in, :out]`` with
     (in, out) = ``body_dims[l], body_dims[l + 1]`` (zero-padded to the widest layer)."""
 
-    def __init__(self, body_w, body_b, body_dims, bitmap_w, bitmap_b, obey, ucm_w, ucm_b):
-        self.body_w, self.body_b, self.body_dims = body_w, body_b, body_dims
-        self.bitmap_w, self.bitmap_b, self.obey, self.ucm_w, self.ucm_b = (
-            bitmap_w, bitmap_b, obey, ucm_w, ucm_b)
+
+class CellState(structref.StructRefProxy):
+    """One cell's history stacks, the BS's last grants and every scratch buffer, allocated once
+    (:func:`cell_arrays`)."""
 
 
-@jitclass([("episode_ttis", numba.int64), ("log_buffer", _F1), ("log_capacity", numba.float64),
-           ("capacity", _F1), ("global_x", _F1), ("bs_stack", _F3), ("ue_stack", _F3),
-           ("grants", _B2), ("bs_was_active", _B1), ("ue_was_active", _B1), ("slots", _I1),
-           ("h", _F2), ("q", _F2), ("v", _F2), ("attended", _F2), ("row", _F1), ("context", _F1),
-           ("probs", _F1), ("layer_in", _F1), ("layer_out", _F1), ("bids", _F2), ("taken", _I1),
-           ("dcm", _I1), ("dcm_bits", _B3), ("bitmap", _B2), ("ucm", _I1)])
-class CellState:
-    """One cell's history stacks, the BS's last grants and every scratch buffer, allocated once.
+LEADER_FIELDS = ["encoder_w1", "encoder_b1", "encoder_w2", "encoder_b2", "global_w", "global_b",
+                 "qk_w", "vo_w", "vo_b", "remaining_w", "grant_embedding", "bid_w", "bid_b",
+                 "nobody_w", "nobody_b"]
+FOLLOWER_FIELDS = ["body_w", "body_b", "body_dims", "bitmap_w", "bitmap_b", "obey", "ucm_w",
+                   "ucm_b"]
+CELL_FIELDS = ["episode_ttis", "log_buffer", "log_capacity", "capacity", "global_x", "bs_stack",
+               "ue_stack", "grants", "bs_was_active", "ue_was_active", "slots", "h", "q", "v",
+               "attended", "row", "context", "probs", "layer_in", "layer_out", "bids", "taken",
+               "dcm", "dcm_bits", "bitmap", "ucm"]
+structref.define_proxy(LeaderWeights, LeaderWeightsType, LEADER_FIELDS)
+structref.define_proxy(FollowerWeights, FollowerWeightsType, FOLLOWER_FIELDS)
+structref.define_proxy(CellState, CellStateType, CELL_FIELDS)
 
-    ``global_x`` (Dg,) is the leader's global row ``[I_t / 8, *frames]``; ``bs_stack``
-    (I_max, H, Fb) and ``ue_stack`` (I_max, H, Fu) hold the BS's and the UEs' frames, newest first.
-    """
 
-    def __init__(self, sizes, hidden, widest, episode_ttis, log_buffer, log_capacity):
-        n, _, h, i, frame_b, frame_u = sizes  # N, K, H, I_max, Fb, Fu
-        self.episode_ttis, self.log_buffer, self.log_capacity = (
-            episode_ttis, log_buffer, log_capacity)
-        self.capacity = np.zeros(N_CSI, np.float32)
-        self.global_x = np.zeros(1 + h * (N_OUTCOMES * n + 1), np.float32)
-        self.bs_stack = np.zeros((i, h, frame_b), np.float32)
-        self.ue_stack = np.zeros((i, h, frame_u), np.float32)
-        self.grants = np.zeros((i, n), np.bool_)
-        self.bs_was_active, self.ue_was_active = np.zeros(i, np.bool_), np.zeros(i, np.bool_)
-        self.slots = np.zeros(i, np.int64)
-        self.h, self.q = np.zeros((i, hidden), np.float32), np.zeros((i, hidden), np.float32)
-        self.v = np.zeros((i, hidden), np.float32)
-        self.attended = np.zeros((i, hidden), np.float32)
-        self.row, self.context = np.zeros(hidden, np.float32), np.zeros(hidden, np.float32)
-        self.probs = np.zeros(i, np.float32)
-        self.layer_in, self.layer_out = np.zeros(widest, np.float32), np.zeros(widest, np.float32)
-        self.bids = np.zeros((1 + i, n), np.float32)
-        self.taken = np.zeros(1 + i, np.int64)
-        self.dcm = np.zeros(n, np.int64)
-        self.dcm_bits = np.zeros((1, i, n), np.bool_)  # as FollowerObs.dcm_bits
-        self.bitmap = np.zeros((i, n), np.bool_)
-        self.ucm = np.zeros(i, np.int64)
+# The proxies' own constructors compile in every process (~1 s each); these are cached.
+@numba.njit(cache=True)
+def new_leader_weights(*fields):
+    return LeaderWeights(*fields)
+
+
+@numba.njit(cache=True)
+def new_follower_weights(*fields):
+    return FollowerWeights(*fields)
+
+
+@numba.njit(cache=True)
+def new_cell_state(*fields):
+    return CellState(*fields)
+
+
+def cell_arrays(sizes: tuple[int, ...], hidden: int, widest: int) -> dict[str, np.ndarray]:
+    """:class:`CellState`'s arrays, zero. ``global_x`` (Dg,) is the leader's global row
+    ``[I_t / 8, *frames]``; ``bs_stack`` (I_max, H, Fb) and ``ue_stack`` (I_max, H, Fu) hold the
+    BS's and the UEs' frames, newest first."""
+    n, _, h, i, frame_b, frame_u = sizes  # N, K, H, I_max, Fb, Fu
+    f32, shapes = np.float32, {
+        "capacity": N_CSI, "global_x": 1 + h * (N_OUTCOMES * n + 1), "bs_stack": (i, h, frame_b),
+        "ue_stack": (i, h, frame_u), "h": (i, hidden), "q": (i, hidden), "v": (i, hidden),
+        "attended": (i, hidden), "row": hidden, "context": hidden, "probs": i, "layer_in": widest,
+        "layer_out": widest, "bids": (1 + i, n)}
+    arrays = {name: np.zeros(shape, f32) for name, shape in shapes.items()}
+    arrays |= {"grants": np.zeros((i, n), np.bool_), "bs_was_active": np.zeros(i, np.bool_),
+               "ue_was_active": np.zeros(i, np.bool_), "dcm_bits": np.zeros((1, i, n), np.bool_),
+               "bitmap": np.zeros((i, n), np.bool_), "slots": np.zeros(i, np.int64),
+               "taken": np.zeros(1 + i, np.int64), "dcm": np.zeros(n, np.int64),
+               "ucm": np.zeros(i, np.int64)}  # dcm_bits as FollowerObs.dcm_bits
+    return arrays
 
 
 # ------------------------------------------------------------------------- building blocks
@@ -456,7 +477,7 @@ def leader_weights(p: dict[str, np.ndarray]) -> LeaderWeights:
     def w(name: str) -> np.ndarray:
         return p[f"leader.{name}"]
 
-    return LeaderWeights(
+    return new_leader_weights(
         _t(w("ue_encoder.0.weight")), _v(w("ue_encoder.0.bias")), _t(w("ue_encoder.2.weight")),
         _v(w("ue_encoder.2.bias")), _t(w("global_encoder.weight")), _v(w("global_encoder.bias")),
         _t(w("attention_qk.weight")), _t(w("attention_vo.weight")), _v(w("attention_vo.bias")),
@@ -473,9 +494,10 @@ def follower_weights(p: dict[str, np.ndarray], depth: int) -> FollowerWeights:
     for layer, w in enumerate(layers):
         body_w[layer, :w.shape[1], :w.shape[0]] = w.T
         body_b[layer, :w.shape[0]] = p[f"follower.body.{2 * layer}.bias"]
-    return FollowerWeights(body_w, body_b, dims, _t(p["follower.bitmap_head.weight"]),
-                           _v(p["follower.bitmap_head.bias"]), np.float32(p["follower.obey"]),
-                           _t(p["follower.ucm_head.weight"]), _v(p["follower.ucm_head.bias"]))
+    return new_follower_weights(body_w, body_b, dims, _t(p["follower.bitmap_head.weight"]),
+                                _v(p["follower.bitmap_head.bias"]),
+                                np.float32(p["follower.obey"]), _t(p["follower.ucm_head.weight"]),
+                                _v(p["follower.ucm_head.bias"]))
 
 
 class CompiledStudent:
@@ -496,11 +518,13 @@ class CompiledStudent:
             np.float32)
         n, k = shape.n_rbgs, shape.ucm_levels
         sizes = (n, k, history_len, max_ues, bs_ue_frame_dim(n, k), follower_frame_dim(n, k))
-        self.state = CellState(sizes,
-                               leader_hidden, max(follower_hidden), shape.episode_ttis,
-                               log_buffer, float(log_capacity))
-        s = self.state  # numpy views of the state (boxing once, not per TTI)
-        self.capacity, self.dcm, self.bitmap, self.ucm = s.capacity, s.dcm, s.bitmap, s.ucm
+        arrays = cell_arrays(sizes, leader_hidden, max(follower_hidden))
+        arrays |= {"episode_ttis": shape.episode_ttis, "log_buffer": log_buffer,
+                   "log_capacity": float(log_capacity)}
+        self.state = new_cell_state(*(arrays[name] for name in CELL_FIELDS))
+        # the same memory as the state's (numpy owns it), read after each call
+        self.capacity, self.dcm, self.bitmap, self.ucm = (
+            arrays["capacity"], arrays["dcm"], arrays["bitmap"], arrays["ucm"])
         self.reset()
 
     @classmethod
