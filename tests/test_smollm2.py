@@ -172,12 +172,28 @@ def test_pag_compiles_for_every_cell_and_every_sample_parses(smollm2, tokenizer)
 
 
 # ------------------------------------------------------------------------------------ PPO
+@pytest.fixture(scope="module")
+def sampled(smollm2, tmp_path_factory):
+    """``sampled(k)``: a trainer on SmolLM2 with adapters on the top k layers (0 = all) and the
+    leader's and followers' decisions of the episodes it sampled at temperature 0.7, built once
+    per k for the tests that only read them."""
+    runs = {}
+
+    def get(k: int):
+        if k not in runs:
+            trainer = make_trainer(smollm2, tmp_path_factory.mktemp(f"sampled-k{k}"),
+                                   temperature_start=0.7, trainable_layers=k)
+            runs[k] = (trainer, *trainer.worker.collect(0)[:2])
+        return runs[k]
+
+    return get
+
+
 @pytest.mark.parametrize("k", [0, 8])
-def test_first_ppo_ratio_is_one_for_both_roles(smollm2, tmp_path, k):
+def test_first_ppo_ratio_is_one_for_both_roles(sampled, k):
     """k = 8: the update runs the top 8 of the 30 layers on the trunk states kept while
     sampling (design §6.10), and the ratio is 1 as with the whole model."""
-    trainer = make_trainer(smollm2, tmp_path, temperature_start=0.7, trainable_layers=k)
-    leader, follower, _ = trainer.worker.collect(0)
+    trainer, leader, follower = sampled(k)
     assert trainer.policy.boundary == (22 if k else 0)
     assert bool(leader.trunk_ids) == bool(k) and bool(follower.trunk_ids) == bool(k)
     trainer.policy.eval()
@@ -209,9 +225,8 @@ def test_a_leader_step_changes_only_the_leader_adapter_and_head(smollm2, tmp_pat
                                           "leader")
 
 
-def test_save_then_load_gives_identical_logprobs(smollm2, tmp_path):
-    trainer = make_trainer(smollm2, tmp_path)
-    leader, follower, _ = trainer.worker.collect(0)
+def test_save_then_load_gives_identical_logprobs(smollm2, sampled):
+    trainer, leader, follower = sampled(0)
     folder = trainer.save_model()
     loaded = StackelbergPolicy.from_pretrained(smollm2, folder).eval()
     trainer.policy.eval()
