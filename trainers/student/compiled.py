@@ -26,7 +26,8 @@ Weights come from the student directory the ONNX files were exported beside
 (``model.safetensors``, read with numpy), and they are checked against ``leader.onnx`` and
 ``follower.onnx`` when those exist, so this path serves what the onnxruntime fallback serves.
 Compiled once per machine into numba's on-disk cache (``__pycache__`` beside this file, or
-numba's user-wide cache where that is read-only); a new process loads it in under a second.
+numba's user-wide cache where that is read-only): ~24 s the first time on the 2-core reference
+CPU, ~2 s to load in every later process.
 Needs numba (``pip install 'agentic-mac[realtime]'``); without it,
 :func:`trainers.student.realtime.load_realtime` falls back to onnxruntime with one log line.
 
