@@ -111,7 +111,9 @@ def _expand(files: dict[str, str], args: list[str]) -> list[str]:
     return args
 
 
-def _assert_one_line(command: str, returncode: int, stderr: str, message: str) -> None:
+def _assert_one_line(command: str, result, message: str) -> None:
+    """``result``: a CompletedProcess or the ``run_command`` fixture's CommandResult."""
+    returncode, stderr = result.returncode, result.stderr
     assert returncode == 2, stderr[-3000:]
     assert "Traceback" not in stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
@@ -128,14 +130,14 @@ def _ids(cases):
 @pytest.mark.parametrize("command, args, message", IN_PROCESS, ids=_ids(IN_PROCESS))
 def test_bad_input_is_one_line_and_exit_2(files, run_command, command, args, message):
     result = run_command(command, *_expand(files, args), cwd=files["dir"])
-    _assert_one_line(command, result.returncode, result.stderr, message)
+    _assert_one_line(command, result, message)
     assert result.warnings == [] and result.logs == []
 
 
 @pytest.mark.parametrize("command, args, message", IN_A_PROCESS, ids=_ids(IN_A_PROCESS))
 def test_the_console_command_gives_the_same_one_line(files, command, args, message):
     result = agentic_mac(command, *_expand(files, args), cwd=Path(files["dir"]))
-    _assert_one_line(command, result.returncode, result.stderr, message)
+    _assert_one_line(command, result, message)
 
 
 @pytest.mark.parametrize("config", sorted(p.stem for p in (ROOT / "recipes" / "configs").glob(
@@ -201,5 +203,5 @@ def test_launches_the_trainer_does_not_do_are_refused_in_one_line(tmp_path, run_
                                                                    message):
     monkeypatch.setenv(variable, value)  # as accelerate launch sets it for its processes
     result = run_command("train", "--output_dir", str(tmp_path / "run"))
-    _assert_one_line("train", result.returncode, result.stderr, message)
+    _assert_one_line("train", result, message)
     assert result.warnings == [] and result.logs == []
