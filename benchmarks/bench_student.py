@@ -14,7 +14,8 @@ and onnxruntime on the exported graphs, each through the batched policies
 (:class:`trainers.student.realtime.RealtimeStudent`: same actions, preallocated features) on
 onnxruntime, with its feature extraction alone in the next column; "compiled" is
 :class:`trainers.student.compiled.CompiledStudent` (features, auction and followers in numba, one
-call per role; the ``[realtime]`` extra, "-" without numba), with the medians of its parts:
+call per role in the game's turn order, then ``decide``: the whole TTI in one call; the
+``[realtime]`` extra, "-" without numba), with the medians of its parts:
 features and network timed kernel by kernel on a twin, glue the rest of the median TTI (the
 Python calls, checks and copies around the kernels). The LLM column is a
 Stackelberg policy's decision latency per TTI for the same cell (``--llm_ttis`` TTIs after one
@@ -181,6 +182,32 @@ def compiled_latency(directory: Path, scenario: ScenarioConfig, episodes: int
     return one_cell_latency(compiled, scenario, episodes, time_parts), features, network
 
 
+def one_call_latency(directory: Path, scenario: ScenarioConfig, episodes: int) -> list[float]:
+    """Seconds per TTI of :meth:`CompiledStudent.decide`: the leader, the DCM's bits and every
+    follower in one compiled call. The UEs' view of the TTI (all but its DCM bits, which
+    ``decide`` computes) is read from the game before the call, untimed, and the game is put
+    back (``state_dict``); then the game plays the decided DCM, bitmaps and UCMs."""
+    student = CompiledStudent.load(directory, scenario.cell.max_ues)
+    game, total = StackelbergGame(scenario, 1), []
+    nobody = np.zeros((1, game.n_rbgs), np.int64)
+    for episode in range(episodes):
+        student.reset()
+        obs = game.reset(episode)
+        while True:
+            before = game.state_dict()
+            follower_obs = game.step_leader(nobody)
+            game.load_state_dict(before)
+            start = time.perf_counter()
+            dcm, bitmap, ucm = student.decide(obs, follower_obs)
+            total.append(time.perf_counter() - start)
+            game.step_leader(dcm[None])
+            step = game.step_followers(bitmap[None], ucm[None])
+            if step.done:
+                break
+            obs = step.leader_obs
+    return total
+
+
 def fresh_tiny_policy(cache_dir: Path) -> Path:
     """A fresh Stackelberg policy on the offline tiny model (random Llama, LoRA r = 16 on the
     q/v projections), saved like a run's ``final/`` so it loads as trained adapters do."""
@@ -265,8 +292,9 @@ def main(argv=None) -> str:
     llm_policy = load_llm(args.llm, p, args.cache_dir) if args.llm_ttis else None
     lines = ["| I | PyTorch median / p99 (us) | net only | onnxruntime median / p99 (us) | "
              "net only | lean onnxruntime median / p99 (us) | lean features | compiled median / "
-             "p99 (us) | compiled features / network / glue | LLM (ms) | LLM / lean |",
-             "|---:|" + "---:|" * 10]
+             "p99 (us) | compiled features / network / glue | compiled one call median / p99 "
+             "(us) | LLM (ms) | LLM / lean |",
+             "|---:|" + "---:|" * 11]
     for n_ues in args.ues:
         scenario, row = cell(n_ues, args.ttis), []
         for backend in backends.values():
@@ -274,19 +302,22 @@ def main(argv=None) -> str:
             row.append((summary(total), summary(network)))
         lean, lean_features = map(summary, lean_latency(model, backends["onnx"], scenario,
                                                         args.episodes))
-        fast = parts = "- (no numba)"
+        fast = parts = one_call = "- (no numba)"
         if _HAS_NUMBA:  # one cell of I_max = I slots, as the lean path
             total, features, network = (summary(x) for x in compiled_latency(
                 directory, scenario, args.episodes))
             fast = f"{total[0]:.0f} / {total[1]:.0f}"
             parts = (f"{features[0]:.0f} / {network[0]:.0f} / "
                      f"{total[0] - features[0] - network[0]:.0f}")
+            median, p99 = summary(one_call_latency(directory, scenario, args.episodes))
+            one_call = f"{median:.0f} / {p99:.0f}"
         llm = llm_latency(*llm_policy, scenario, args.llm_ttis) if args.llm_ttis else None
         (pt, pt_net), (ort, ort_net) = row
         ratio = f"{llm * 1e6 / lean[0]:.0f}x" if llm else "-"
         lines.append(f"| {n_ues} | {pt[0]:.0f} / {pt[1]:.0f} | {pt_net[0]:.0f} | "
                      f"{ort[0]:.0f} / {ort[1]:.0f} | {ort_net[0]:.0f} | "
                      f"{lean[0]:.0f} / {lean[1]:.0f} | {lean_features[0]:.0f} | {fast} | {parts} | "
+                     f"{one_call} | "
                      f"{f'{llm * 1e3:.1f}' if llm else '-'} | {ratio} |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)

@@ -27,8 +27,10 @@ MAX_UES = 14
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """An untrained student (history 2, hidden 32) saved and exported: (model, directory)."""
-    model = student(hidden=32)
+    """An untrained student (history 2, leader hidden 32, followers two layers of unequal
+    width, as the widest-padded body of the compiled path) saved and exported:
+    (model, directory)."""
+    model = student(hidden=32, follower_hidden=(24, 16))
     directory = tmp_path_factory.mktemp("compiled")
     model.save(directory)
     export_onnx(model, directory)

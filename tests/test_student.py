@@ -55,9 +55,10 @@ def scenario(**cell) -> ScenarioConfig:
     return ScenarioConfig.from_dict({"cell": {**CELL["cell"], **cell}})
 
 
-def student(seed: int = 0, hidden: int = 16, decoding: str = "greedy") -> StudentModel:
+def student(seed: int = 0, hidden: int = 16, decoding: str = "greedy",
+            follower_hidden: tuple[int, ...] = (16,)) -> StudentModel:
     torch.manual_seed(seed)
-    return StudentModel(CellShape.of(CellConfig()), 2, hidden, [16], decoding=decoding)
+    return StudentModel(CellShape.of(CellConfig()), 2, hidden, follower_hidden, decoding=decoding)
 
 
 def random_inputs(model: StudentModel, n_ues: int, rng: np.random.Generator, batch: int = 3):
@@ -594,7 +595,8 @@ def test_bench_student_times_an_llm_policy_beside_the_student(llm, llm_teacher_d
         assert " / " in row[7]  # the compiled path's median / p99
         features, network, _ = (float(x) for x in row[8].split(" / "))  # glue may round to 0
         assert features > 0 and network > 0
-        llm_ms, ratio = float(row[9]), row[10].strip()
+        assert all(float(x) > 0 for x in row[9].split(" / "))  # decide(): the one-call path
+        llm_ms, ratio = float(row[10]), row[11].strip()
         assert llm_ms > 0 and ratio.endswith("x") and float(ratio[:-1]) > 0
     assert f"LLM: {spec};" in capsys.readouterr().out
 

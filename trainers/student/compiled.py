@@ -84,12 +84,14 @@ class CellStateType(types.StructRef):
 
 
 class LeaderWeights(structref.StructRefProxy):
-    """:class:`LeaderStudent`'s parameters, matrices as W^T (in, out), float32."""
+    """:class:`LeaderStudent`'s parameters, float32: the layers' matrices as W^T (in, out),
+    the nobody head's (N, H) as torch keeps it."""
 
 
 class FollowerWeights(structref.StructRefProxy):
     """:class:`FollowerStudent`'s parameters: body layer l is ``body_w[l, :in, :out]`` with
-    (in, out) = ``body_dims[l], body_dims[l + 1]`` (zero-padded to the widest layer)."""
+    (in, out) = ``body_dims[l], body_dims[l + 1]`` (zero-padded to the widest layer); the
+    bitmap and UCM heads (out, in) as torch keeps them."""
 
 
 class CellState(structref.StructRefProxy):
@@ -104,8 +106,8 @@ FOLLOWER_FIELDS = ["body_w", "body_b", "body_dims", "bitmap_w", "bitmap_b", "obe
                    "ucm_b"]
 CELL_FIELDS = ["episode_ttis", "log_buffer", "log_capacity", "capacity", "global_x", "bs_stack",
                "ue_stack", "grants", "bs_was_active", "ue_was_active", "slots", "h", "q", "v",
-               "attended", "row", "context", "probs", "layer_in", "layer_out", "bids", "taken",
-               "dcm", "dcm_bits", "bitmap", "ucm"]
+               "attended", "first", "context", "probs", "ue_slots", "layer_in", "layer_out", "bids",
+               "taken", "dcm", "dcm_bits", "bitmap", "ucm"]
 structref.define_proxy(LeaderWeights, LeaderWeightsType, LEADER_FIELDS)
 structref.define_proxy(FollowerWeights, FollowerWeightsType, FOLLOWER_FIELDS)
 structref.define_proxy(CellState, CellStateType, CELL_FIELDS)
@@ -130,32 +132,61 @@ def new_cell_state(*fields):
 def cell_arrays(sizes: tuple[int, ...], hidden: int, widest: int) -> dict[str, np.ndarray]:
     """:class:`CellState`'s arrays, zero. ``global_x`` (Dg,) is the leader's global row
     ``[I_t / 8, *frames]``; ``bs_stack`` (I_max, H, Fb) and ``ue_stack`` (I_max, H, Fu) hold the
-    BS's and the UEs' frames, newest first."""
+    BS's and the UEs' frames, newest first. The layers' activations are one row per active UE
+    (``first``, ``h``, ... (I_max, hidden) in rank order; ``layer_in``/``layer_out``
+    (I_max, widest) in the order of ``ue_slots``), so a layer reads each weight once per TTI."""
     n, _, h, i, frame_b, frame_u = sizes  # N, K, H, I_max, Fb, Fu
     f32, shapes = np.float32, {
         "capacity": N_CSI, "global_x": 1 + h * (N_OUTCOMES * n + 1), "bs_stack": (i, h, frame_b),
         "ue_stack": (i, h, frame_u), "h": (i, hidden), "q": (i, hidden), "v": (i, hidden),
-        "attended": (i, hidden), "row": hidden, "context": hidden, "probs": i, "layer_in": widest,
-        "layer_out": widest, "bids": (1 + i, n)}
+        "attended": (i, hidden), "first": (i, hidden), "context": hidden, "probs": i,
+        "layer_in": (i, widest), "layer_out": (i, widest), "bids": (1 + i, n)}
     arrays = {name: np.zeros(shape, f32) for name, shape in shapes.items()}
     arrays |= {"grants": np.zeros((i, n), np.bool_), "bs_was_active": np.zeros(i, np.bool_),
                "ue_was_active": np.zeros(i, np.bool_), "dcm_bits": np.zeros((1, i, n), np.bool_),
                "bitmap": np.zeros((i, n), np.bool_), "slots": np.zeros(i, np.int64),
+               "ue_slots": np.zeros(i, np.int64),
                "taken": np.zeros(1 + i, np.int64), "dcm": np.zeros(n, np.int64),
                "ucm": np.zeros(i, np.int64)}  # dcm_bits as FollowerObs.dcm_bits
     return arrays
 
 
+# Float sums in any order, multiply-adds fused, so LLVM vectorises the dot products (the
+# decisions are what is tested, not the last bit of a bid); no assumption on NaN or inf, which
+# the auction's -inf starts need.
+FAST = {"reassoc", "contract", "nsz"}
+
+
 # ------------------------------------------------------------------------- building blocks
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _accumulate(x, w, row0, out):
     """out += x @ w[row0:row0 + len(x), :len(out)], skipping zero inputs (one-hots, padding)."""
     for j in range(x.shape[0]):
         xj = x[j]
         if xj != 0:
-            wj = w[row0 + j]
             for o in range(out.shape[0]):
-                out[o] += xj * wj[o]
+                out[o] += xj * w[row0 + j, o]
+
+
+@numba.njit(cache=True, fastmath=FAST)
+def _dot(a, b):
+    """a . b over len(a), float32."""
+    total = np.float32(0.0)
+    for o in range(a.shape[0]):
+        total += a[o] * b[o]
+    return total
+
+
+@numba.njit(cache=True, fastmath=FAST)
+def _accumulate_rows(x, n_rows, n_in, w, out, n_out):
+    """out[:n_rows, :n_out] += x[:n_rows, :n_in] @ w[:n_in, :n_out], skipping zero inputs
+    (ReLU outputs): one layer for every active UE, each row of w read once for all of them."""
+    for j in range(n_in):
+        for r in range(n_rows):
+            xrj = x[r, j]
+            if xrj != 0:
+                for o in range(n_out):
+                    out[r, o] += xrj * w[j, o]
 
 
 @numba.njit(cache=True)
@@ -232,101 +263,102 @@ def leader_features(s, t, active, ucm, csi, served, queue, outcome):
     return n_active
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _encode(w, s, n_active):
     """``LeaderStudent.encode`` on the I_t active UEs: ``s.attended`` (I_t, H) after the
     residual attention, ``s.context`` (H,) their mean."""
-    hidden, frames = w.global_b.shape[0], s.bs_stack.shape[1]
-    frame_b = s.bs_stack.shape[2]
+    stack, slots, first, h, q, v = s.bs_stack, s.slots, s.first, s.h, s.q, s.v
+    attended, probs = s.attended, s.probs
+    w1, b1, w2, b2 = w.encoder_w1, w.encoder_b1, w.encoder_w2, w.encoder_b2
+    hidden, frames, frame_b = b2.shape[0], stack.shape[1], stack.shape[2]
     glob = s.context  # the global embedding first, the pooled context at the end
     glob[:] = w.global_b
     _accumulate(s.global_x, w.global_w, 0, glob)
-    for r in range(n_active):
-        a, h = s.row, s.h[r]
-        a[:] = w.encoder_b1
+    for r in range(n_active):  # the encoder's first layer: sparse frames, one UE at a time
+        a = first[r]
+        a[:] = b1
         position = np.float32(r / POSITION_SCALE)
         for o in range(hidden):
-            a[o] += position * w.encoder_w1[0, o]
+            a[o] += position * w1[0, o]
         for k in range(frames):
-            _accumulate(s.bs_stack[s.slots[r], k], w.encoder_w1, 1 + k * frame_b, a)
+            _accumulate(stack[slots[r], k], w1, 1 + k * frame_b, a)
         _relu(a)
-        h[:] = w.encoder_b2
-        _accumulate(a, w.encoder_w2, 0, h)
-        _relu(h)
+        h[r] = b2
+    _accumulate_rows(first, n_active, hidden, w2, h, hidden)
+    for r in range(n_active):
+        _relu(h[r])
         for o in range(hidden):
-            h[o] += glob[o]
-        s.q[r] = 0
-        _accumulate(h, w.qk_w, 0, s.q[r])
-        s.v[r] = w.vo_b
-        _accumulate(h, w.vo_w, 0, s.v[r])
-    s.context[:] = 0
+            h[r, o] += glob[o]
+        q[r] = 0
+        v[r] = w.vo_b
+    _accumulate_rows(h, n_active, hidden, w.qk_w, q, hidden)
+    _accumulate_rows(h, n_active, hidden, w.vo_w, v, hidden)
+    context = glob
+    context[:] = 0
     for r in range(n_active):
         top = np.float32(-np.inf)
         for m in range(n_active):  # scores (eq. of attention_qk): q_r . h_m
-            score = np.float32(0.0)
-            for o in range(hidden):
-                score += s.q[r, o] * s.h[m, o]
-            s.probs[m] = score
-            top = max(top, score)
+            probs[m] = _dot(q[r], h[m])
+            top = max(top, probs[m])
         total = np.float32(0.0)
         for m in range(n_active):
-            s.probs[m] = np.exp(s.probs[m] - top)
-            total += s.probs[m]
-        out = s.attended[r]
-        out[:] = s.h[r]
+            probs[m] = np.exp(probs[m] - top)
+            total += probs[m]
+        out = attended[r]
+        out[:] = h[r]
         for m in range(n_active):
-            p = s.probs[m] / total
+            p = probs[m] / total
             for o in range(hidden):
-                out[o] += p * s.v[m, o]
+                out[o] += p * v[m, o]
         for o in range(hidden):
-            s.context[o] += out[o]
+            context[o] += out[o]
     for o in range(hidden):
-        s.context[o] /= np.float32(n_active)
+        context[o] /= np.float32(n_active)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST)
 def leader_network(w, s, queue, csi, n_active):
     """The DCM into ``s.dcm`` (N,) from ready features, and the BS's grants (I_max, N)."""
-    n_rbgs = s.dcm.shape[0]
-    s.dcm[:] = 0
-    s.grants[:] = False
+    dcm, grants, bids, taken, slots = s.dcm, s.grants, s.bids, s.taken, s.slots
+    n_rbgs = dcm.shape[0]
+    dcm[:] = 0
+    grants[:] = False
     if n_active == 0:  # nobody's N bids beat the padded row's NEG ones
         return
     _encode(w, s, n_active)
-    hidden, bids = w.global_b.shape[0], s.bids
+    attended, capacity = s.attended, s.capacity
+    remaining_w, grant_embedding, bid_w, bid_b = (w.remaining_w, w.grant_embedding, w.bid_w,
+                                                  w.bid_b)
+    hidden = bid_w.shape[0]
     for k in range(n_rbgs):  # row 0: nobody's bids from the pooled context
-        bid = w.nobody_b[k]
-        for o in range(hidden):
-            bid += s.context[o] * w.nobody_w[o, k]
-        bids[0, k] = bid
+        bids[0, k] = w.nobody_b[k] + _dot(s.context, w.nobody_w[k])
     for r in range(n_active):  # row 1 + r: UE of rank r + 1 bids for its k-th RBG
-        i = s.slots[r]
-        c = s.capacity[min(max(csi[0, i], 0), N_CSI - 1)]
+        i = slots[r]
+        c = capacity[min(max(csi[0, i], 0), N_CSI - 1)]
         queued = np.float32(queue[0, i])
         for k in range(n_rbgs):
             remaining = max(queued - np.float32(k) * c, np.float32(0.0))  # after k grants
             weight = np.log1p(remaining * c)
-            bid = w.bid_b
-            for o in range(hidden):
-                z = s.attended[r, o] + weight * w.remaining_w[o] + w.grant_embedding[k, o]
-                if z > 0:
-                    bid += z * w.bid_w[o]
+            bid = bid_b
+            for o in range(hidden):  # the bid head on ReLU(attended + remaining + grant k)
+                z = attended[r, o] + weight * remaining_w[o] + grant_embedding[k, o]
+                bid += max(z, np.float32(0.0)) * bid_w[o]
             bids[1 + r, k] = bid
     for row in range(1 + n_active):  # running minimum: bids non-increasing in k
         for k in range(1, n_rbgs):
             bids[row, k] = min(bids[row, k], bids[row, k - 1])
-    s.taken[:1 + n_active] = 0
+    taken[:1 + n_active] = 0
     for n in range(n_rbgs):  # RBG n to the highest open bid (= TopK of the bids)
         best, best_bid = 0, np.float32(-np.inf)
         for row in range(1 + n_active):
-            k = s.taken[row]
+            k = taken[row]
             if k < n_rbgs and bids[row, k] > best_bid:
                 best, best_bid = row, bids[row, k]
-        s.dcm[n] = best
-        s.taken[best] += 1
+        dcm[n] = best
+        taken[best] += 1
     for r in range(n_active):
         for n in range(n_rbgs):
-            s.grants[s.slots[r], n] = s.dcm[n] == r + 1
+            grants[slots[r], n] = dcm[n] == r + 1
 
 
 @numba.njit(cache=True)
@@ -362,41 +394,48 @@ def follower_features(s, active, buffer, channel, dcm_bits, feedback, last_ucm):
     s.ue_was_active[:] = active[0]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST)
 def follower_network(w, s, active):
     """Bitmaps ``s.bitmap`` (I_max, N) and UCMs ``s.ucm`` (I_max,); inactive slots send nothing."""
-    max_ues, n_rbgs = s.bitmap.shape
-    frames, frame_u = s.ue_stack.shape[1], s.ue_stack.shape[2]
-    dims, k_ucm = w.body_dims, w.ucm_b.shape[0]
+    bitmap, ucm, stack, ue_slots = s.bitmap, s.ucm, s.ue_stack, s.ue_slots
+    body_w, body_b, dims = w.body_w, w.body_b, w.body_dims
+    bitmap_w, bitmap_b, ucm_w, ucm_b, obey = w.bitmap_w, w.bitmap_b, w.ucm_w, w.ucm_b, w.obey
+    max_ues, n_rbgs = bitmap.shape
+    frames, frame_u, k_ucm = stack.shape[1], stack.shape[2], ucm_b.shape[0]
+    n = 0  # active UEs, row r of the layers = slot ue_slots[r]
     for i in range(max_ues):
-        s.bitmap[i] = False
-        s.ucm[i] = 0
-        if not active[0, i]:
-            continue
-        out = s.layer_out[:dims[1]]
-        out[:] = w.body_b[0, :dims[1]]
+        bitmap[i] = False
+        ucm[i] = 0
+        if active[0, i]:
+            ue_slots[n] = i
+            n += 1
+    x, y = s.layer_in, s.layer_out
+    d = dims[1]
+    for r in range(n):  # the first layer: sparse frames, one UE at a time
+        out = x[r, :d]
+        out[:] = body_b[0, :d]
         for k in range(frames):
-            _accumulate(s.ue_stack[i, k], w.body_w[0], k * frame_u, out)
+            _accumulate(stack[ue_slots[r], k], body_w[0], k * frame_u, out)
         _relu(out)
-        for layer in range(1, dims.shape[0] - 1):
-            s.layer_in[:dims[layer]] = out
-            out = s.layer_out[:dims[layer + 1]]
-            out[:] = w.body_b[layer, :dims[layer + 1]]
-            _accumulate(s.layer_in[:dims[layer]], w.body_w[layer], 0, out)
-            _relu(out)
-        for n in range(n_rbgs):
-            logit = w.bitmap_b[n] + w.obey * s.ue_stack[i, 0, DCM_BITS_OFFSET + n]
-            for o in range(out.shape[0]):
-                logit += out[o] * w.bitmap_w[o, n]
-            s.bitmap[i, n] = logit > 0
+    for layer in range(1, dims.shape[0] - 1):
+        d_in, d = dims[layer], dims[layer + 1]
+        for r in range(n):
+            y[r, :d] = body_b[layer, :d]
+        _accumulate_rows(x, n, d_in, body_w[layer], y, d)
+        for r in range(n):
+            _relu(y[r, :d])
+        x, y = y, x
+    for r in range(n):
+        i, out = ue_slots[r], x[r, :d]
+        for k in range(n_rbgs):
+            logit = bitmap_b[k] + obey * stack[i, 0, DCM_BITS_OFFSET + k] + _dot(out, bitmap_w[k])
+            bitmap[i, k] = logit > 0
         best, best_logit = 0, np.float32(-np.inf)
         for u in range(k_ucm):
-            logit = w.ucm_b[u]
-            for o in range(out.shape[0]):
-                logit += out[o] * w.ucm_w[o, u]
+            logit = ucm_b[u] + _dot(out, ucm_w[u])
             if logit > best_logit:  # the first maximum, as argmax
                 best, best_logit = u, logit
-        s.ucm[i] = best
+        ucm[i] = best
 
 
 @numba.njit(cache=True)
@@ -470,6 +509,12 @@ def _t(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array.T, dtype=np.float32)
 
 
+def _rows(array: np.ndarray) -> np.ndarray:
+    """A head's torch Linear weight kept (out, in), C-contiguous float32: one output's dot
+    product reads one row."""
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
 def _v(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32).ravel()
 
@@ -484,7 +529,7 @@ def leader_weights(p: dict[str, np.ndarray]) -> LeaderWeights:
         _t(w("attention_qk.weight")), _t(w("attention_vo.weight")), _v(w("attention_vo.bias")),
         _v(w("remaining_in.weight")), np.ascontiguousarray(w("grant_embedding"), np.float32),
         _v(w("bid_head.weight")), np.float32(w("bid_head.bias")[0]),
-        _t(w("nobody_head.weight")), _v(w("nobody_head.bias")))
+        _rows(w("nobody_head.weight")), _v(w("nobody_head.bias")))
 
 
 def follower_weights(p: dict[str, np.ndarray], depth: int) -> FollowerWeights:
@@ -495,9 +540,10 @@ def follower_weights(p: dict[str, np.ndarray], depth: int) -> FollowerWeights:
     for layer, w in enumerate(layers):
         body_w[layer, :w.shape[1], :w.shape[0]] = w.T
         body_b[layer, :w.shape[0]] = p[f"follower.body.{2 * layer}.bias"]
-    return new_follower_weights(body_w, body_b, dims, _t(p["follower.bitmap_head.weight"]),
+    return new_follower_weights(body_w, body_b, dims, _rows(p["follower.bitmap_head.weight"]),
                                 _v(p["follower.bitmap_head.bias"]),
-                                np.float32(p["follower.obey"]), _t(p["follower.ucm_head.weight"]),
+                                np.float32(p["follower.obey"]),
+                                _rows(p["follower.ucm_head.weight"]),
                                 _v(p["follower.ucm_head.bias"]))
 
 
