@@ -18,9 +18,11 @@ bitmap logits > 0, UCM argmax   ``FollowerStudent.forward``
 ==============================  ==========================================================
 
 Dense layers are sums of input-weighted rows of W^T (in, out), so the one-hot and zero inputs
-that fill the history frames cost nothing. Float sums run in another order than onnxruntime's,
-so bids and logits agree to ~1e-6, not bit for bit; the decisions (DCM, bitmaps, UCMs) are the
-same (``tests/test_compiled_student.py``). Greedy only, like onnxruntime.
+that fill the history frames cost nothing, and each layer after the first runs over all active
+UEs at once, so a weight row is read once per TTI. Float sums run in another order than
+onnxruntime's (reassociated, so LLVM vectorises them), so bids and logits agree to ~1e-6, not
+bit for bit; the decisions (DCM, bitmaps, UCMs) are the same
+(``tests/test_compiled_student.py``). Greedy only, like onnxruntime.
 
 Weights come from the student directory the ONNX files were exported beside
 (``model.safetensors``, read with numpy), and they are checked against ``leader.onnx`` and
