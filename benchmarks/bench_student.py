@@ -105,23 +105,36 @@ def student_latency(model: StudentModel, backend, scenario: ScenarioConfig, epis
     return total, network
 
 
-def one_cell_latency(student, scenario: ScenarioConfig, episodes: int, on_tti=None
-                     ) -> list[float]:
+def one_cell_latency(student, scenario: ScenarioConfig, episodes: int, on_tti=None,
+                     one_call: bool = False) -> list[float]:
     """Seconds per TTI of a one-cell student (``leader(obs)`` then ``followers(obs)``:
     :class:`RealtimeStudent` or :class:`CompiledStudent`); ``on_tti(obs, follower_obs)`` runs
-    untimed after each TTI's decisions."""
+    untimed after each TTI's decisions. ``one_call``: :meth:`CompiledStudent.decide` instead,
+    the whole TTI in one call; the UEs' view of the TTI (all but its DCM bits, which ``decide``
+    computes) is read from the game before the call, untimed, and the game put back
+    (``state_dict``); ``on_tti`` then gets that view."""
     game, total = StackelbergGame(scenario, 1), []
+    nobody = np.zeros((1, game.n_rbgs), np.int64)
     for episode in range(episodes):
         student.reset()
         obs = game.reset(episode)
         while True:
-            start = time.perf_counter()
-            dcm = student.leader(obs)
-            t_leader = time.perf_counter() - start
-            follower_obs = game.step_leader(dcm[None])
-            start = time.perf_counter()
-            bitmap, ucm = student.followers(follower_obs)
-            total.append(t_leader + time.perf_counter() - start)
+            if one_call:
+                before = game.state_dict()
+                follower_obs = game.step_leader(nobody)
+                game.load_state_dict(before)
+                start = time.perf_counter()
+                dcm, bitmap, ucm = student.decide(obs, follower_obs)
+                total.append(time.perf_counter() - start)
+                game.step_leader(dcm[None])
+            else:
+                start = time.perf_counter()
+                dcm = student.leader(obs)
+                t_leader = time.perf_counter() - start
+                follower_obs = game.step_leader(dcm[None])
+                start = time.perf_counter()
+                bitmap, ucm = student.followers(follower_obs)
+                total.append(t_leader + time.perf_counter() - start)
             if on_tti is not None:
                 on_tti(obs, follower_obs)
             step = game.step_followers(bitmap[None], ucm[None])
@@ -180,32 +193,6 @@ def compiled_latency(directory: Path, scenario: ScenarioConfig, episodes: int
         network.append(t2 - t1 + t4 - t3)
 
     return one_cell_latency(compiled, scenario, episodes, time_parts), features, network
-
-
-def one_call_latency(directory: Path, scenario: ScenarioConfig, episodes: int) -> list[float]:
-    """Seconds per TTI of :meth:`CompiledStudent.decide`: the leader, the DCM's bits and every
-    follower in one compiled call. The UEs' view of the TTI (all but its DCM bits, which
-    ``decide`` computes) is read from the game before the call, untimed, and the game is put
-    back (``state_dict``); then the game plays the decided DCM, bitmaps and UCMs."""
-    student = CompiledStudent.load(directory, scenario.cell.max_ues)
-    game, total = StackelbergGame(scenario, 1), []
-    nobody = np.zeros((1, game.n_rbgs), np.int64)
-    for episode in range(episodes):
-        student.reset()
-        obs = game.reset(episode)
-        while True:
-            before = game.state_dict()
-            follower_obs = game.step_leader(nobody)
-            game.load_state_dict(before)
-            start = time.perf_counter()
-            dcm, bitmap, ucm = student.decide(obs, follower_obs)
-            total.append(time.perf_counter() - start)
-            game.step_leader(dcm[None])
-            step = game.step_followers(bitmap[None], ucm[None])
-            if step.done:
-                break
-            obs = step.leader_obs
-    return total
 
 
 def fresh_tiny_policy(cache_dir: Path) -> Path:
@@ -309,7 +296,9 @@ def main(argv=None) -> str:
             fast = f"{total[0]:.0f} / {total[1]:.0f}"
             parts = (f"{features[0]:.0f} / {network[0]:.0f} / "
                      f"{total[0] - features[0] - network[0]:.0f}")
-            median, p99 = summary(one_call_latency(directory, scenario, args.episodes))
+            median, p99 = summary(one_cell_latency(
+                CompiledStudent.load(directory, scenario.cell.max_ues), scenario, args.episodes,
+                one_call=True))
             one_call = f"{median:.0f} / {p99:.0f}"
         llm = llm_latency(*llm_policy, scenario, args.llm_ttis) if args.llm_ttis else None
         (pt, pt_net), (ort, ort_net) = row
