@@ -42,16 +42,13 @@ def compiled(exported):
     return CompiledStudent.load(exported[1], MAX_UES)
 
 
-@pytest.mark.parametrize("n_ues", range(1, MAX_UES + 1))
-def test_compiled_decisions_equal_the_reference_path_for_every_i(exported, compiled, n_ues):
-    """Every DCM, bitmap and UCM of churning cells (UEs join and leave, so I_t and the
-    histories vary) equals RealtimeStudent's on PyTorch, itself tested against the batched
-    student; both fed the same observations, TTI by TTI."""
-    model, _ = exported
-    sc = scenario(ue_counts=[n_ues], max_ues=MAX_UES, join_prob=0.1, leave_prob=0.1)
+def assert_same_decisions(model, compiled, sc, seeds) -> int:
+    """Plays ``sc`` on ``seeds`` with RealtimeStudent on PyTorch (itself tested against the
+    batched student) and asserts ``compiled`` decides every DCM, bitmap and UCM the same, both
+    fed the same observations TTI by TTI; returns the TTIs played."""
     reference = RealtimeStudent(model, TorchBackend(model), MAX_UES)
     game, ttis = StackelbergGame(sc, 1), 0
-    for seed in range(2):
+    for seed in seeds:
         reference.reset()
         compiled.reset()
         obs = game.reset(seed)
@@ -67,7 +64,60 @@ def test_compiled_decisions_equal_the_reference_path_for_every_i(exported, compi
             if step.done:
                 break
             obs = step.leader_obs
-    assert ttis == 2 * sc.cell.episode_ttis
+    return ttis
+
+
+def churning(n_ues: int):
+    """A cell of I UEs in which UEs join and leave, so I_t and the histories vary."""
+    return scenario(ue_counts=[n_ues], max_ues=MAX_UES, join_prob=0.1, leave_prob=0.1)
+
+
+@pytest.mark.parametrize("n_ues", range(1, MAX_UES + 1))
+def test_compiled_decisions_equal_the_reference_path_for_every_i(exported, compiled, n_ues):
+    """Every DCM, bitmap and UCM of churning cells equals RealtimeStudent's."""
+    sc = churning(n_ues)
+    assert assert_same_decisions(exported[0], compiled, sc, (0, 1)) == 2 * sc.cell.episode_ttis
+
+
+@pytest.mark.parametrize("follower_hidden", [(16,), (24, 32, 16)])
+def test_followers_of_one_and_three_layers_decide_as_the_reference(follower_hidden, tmp_path):
+    """The follower body's layer loop ends in either buffer: after one layer (no loop), and
+    after three (two swaps); the fixture's two layers end in the other one."""
+    model = student(hidden=32, follower_hidden=follower_hidden)
+    model.save(tmp_path)
+    export_onnx(model, tmp_path)
+    compiled = CompiledStudent.load(tmp_path, MAX_UES)
+    for n_ues in (3, MAX_UES):
+        sc = churning(n_ues)
+        assert assert_same_decisions(model, compiled, sc, (0,)) == sc.cell.episode_ttis
+
+
+def test_a_tti_with_nobody_in_the_cell_decides_as_the_reference(exported, compiled):
+    """A TTI with no active UE between ordinary ones (the auction over no UE: nobody gets any
+    RBG; no follower row): the same decisions as RealtimeStudent, and the same afterwards, when
+    every UE is back with no history."""
+    model, _ = exported
+    reference = RealtimeStudent(model, TorchBackend(model), MAX_UES)
+    game = StackelbergGame(scenario(ue_counts=[3], max_ues=MAX_UES), 1)
+    reference.reset()
+    compiled.reset()
+    obs = game.reset(0)
+    for tti in range(4):
+        nobody = tti == 1
+        if nobody:
+            obs.active = np.zeros_like(obs.active)
+            obs.n_active = obs.active.sum(1)
+        dcm = reference.leader(obs)
+        assert np.array_equal(compiled.leader(obs), dcm), tti
+        follower_obs = game.step_leader(dcm[None])
+        if nobody:
+            follower_obs.active = obs.active
+        bitmap, ucm = reference.followers(follower_obs)
+        ours = compiled.followers(follower_obs)
+        assert np.array_equal(ours[0], bitmap) and np.array_equal(ours[1], ucm), tti
+        if nobody:
+            assert not dcm.any() and not bitmap.any() and not ucm.any()
+        obs = game.step_followers(bitmap[None], ucm[None]).leader_obs
 
 
 def test_one_call_tti_equals_the_leader_then_the_followers(exported, compiled):
