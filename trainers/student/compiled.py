@@ -180,7 +180,7 @@ def _dot(a, b):
 
 
 @numba.njit(cache=True, fastmath=FAST)
-def _accumulate_rows(x, n_rows, n_in, w, out, n_out):
+def _accumulate_f32(x, n_rows, n_in, w, out, n_out):
     """out[:n_rows, :n_out] += x[:n_rows, :n_in] @ w[:n_in, :n_out], skipping zero inputs
     (ReLU outputs): one layer for every active UE, each row of w read once for all of them."""
     for j in range(n_in):
@@ -286,15 +286,15 @@ def _encode(w, s, n_active):
             _accumulate(stack[slots[r], k], w1, 1 + k * frame_b, a)
         _relu(a)
         h[r] = b2
-    _accumulate_rows(first, n_active, hidden, w2, h, hidden)
+    _accumulate_f32(first, n_active, hidden, w2, h, hidden)
     for r in range(n_active):
         _relu(h[r])
         for o in range(hidden):
             h[r, o] += glob[o]
         q[r] = 0
         v[r] = w.vo_b
-    _accumulate_rows(h, n_active, hidden, w.qk_w, q, hidden)
-    _accumulate_rows(h, n_active, hidden, w.vo_w, v, hidden)
+    _accumulate_f32(h, n_active, hidden, w.qk_w, q, hidden)
+    _accumulate_f32(h, n_active, hidden, w.vo_w, v, hidden)
     context = glob
     context[:] = 0
     for r in range(n_active):
@@ -423,7 +423,7 @@ def follower_network(w, s, active):
         d_in, d = dims[layer], dims[layer + 1]
         for r in range(n):
             y[r, :d] = body_b[layer, :d]
-        _accumulate_rows(x, n, d_in, body_w[layer], y, d)
+        _accumulate_f32(x, n, d_in, body_w[layer], y, d)
         for r in range(n):
             _relu(y[r, :d])
         x, y = y, x
@@ -508,17 +508,17 @@ def check_export(directory: Path, weights: dict[str, np.ndarray]) -> None:
 
 def _t(array: np.ndarray) -> np.ndarray:
     """A torch Linear weight (out, in) as W^T (in, out), C-contiguous float32."""
-    return np.ascontiguousarray(array.T, dtype=np.float32)
+    return _f32(array.T)
 
 
-def _rows(array: np.ndarray) -> np.ndarray:
-    """A head's torch Linear weight kept (out, in), C-contiguous float32: one output's dot
-    product reads one row."""
+def _f32(array: np.ndarray) -> np.ndarray:
+    """An array kept as torch stores it, C-contiguous float32 (a head's (out, in) weight: one
+    output's dot product reads one row)."""
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def _v(array: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(array, dtype=np.float32).ravel()
+    return _f32(array).ravel()
 
 
 def leader_weights(p: dict[str, np.ndarray]) -> LeaderWeights:
@@ -529,9 +529,9 @@ def leader_weights(p: dict[str, np.ndarray]) -> LeaderWeights:
         _t(w("ue_encoder.0.weight")), _v(w("ue_encoder.0.bias")), _t(w("ue_encoder.2.weight")),
         _v(w("ue_encoder.2.bias")), _t(w("global_encoder.weight")), _v(w("global_encoder.bias")),
         _t(w("attention_qk.weight")), _t(w("attention_vo.weight")), _v(w("attention_vo.bias")),
-        _v(w("remaining_in.weight")), np.ascontiguousarray(w("grant_embedding"), np.float32),
+        _v(w("remaining_in.weight")), _f32(w("grant_embedding")),
         _v(w("bid_head.weight")), np.float32(w("bid_head.bias")[0]),
-        _rows(w("nobody_head.weight")), _v(w("nobody_head.bias")))
+        _f32(w("nobody_head.weight")), _v(w("nobody_head.bias")))
 
 
 def follower_weights(p: dict[str, np.ndarray], depth: int) -> FollowerWeights:
@@ -542,10 +542,10 @@ def follower_weights(p: dict[str, np.ndarray], depth: int) -> FollowerWeights:
     for layer, w in enumerate(layers):
         body_w[layer, :w.shape[1], :w.shape[0]] = w.T
         body_b[layer, :w.shape[0]] = p[f"follower.body.{2 * layer}.bias"]
-    return new_follower_weights(body_w, body_b, dims, _rows(p["follower.bitmap_head.weight"]),
+    return new_follower_weights(body_w, body_b, dims, _f32(p["follower.bitmap_head.weight"]),
                                 _v(p["follower.bitmap_head.bias"]),
                                 np.float32(p["follower.obey"]),
-                                _rows(p["follower.ucm_head.weight"]),
+                                _f32(p["follower.ucm_head.weight"]),
                                 _v(p["follower.ucm_head.bias"]))
 
 
