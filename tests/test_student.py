@@ -178,6 +178,24 @@ def test_dagger_rounds_append_to_the_aggregate(tmp_path):
     assert [r["beta"] for r in history] == [1.0, 0.5]
 
 
+def test_the_leader_loss_weights_rbgs_left_to_nobody_by_nobody_weight(tmp_path):
+    distiller = Distiller(tiny_config(tmp_path, bc_episodes=16, dagger_rounds=0,
+                                      epochs_per_round=1))
+    distiller.train()
+    d, rows = distiller.data, torch.arange(len(distiller.data["dcm"]))
+    dcm = d["dcm"]  # (M, N)
+    assert 0 < int((dcm == 0).sum()) < dcm.numel()  # both kinds of label: the weight matters
+    with torch.no_grad():
+        logits = distiller.student.leader.teacher_forced(d["global_x"], d["ue_x"], d["mask"], dcm)
+        nll = -logits.log_softmax(-1).gather(-1, dcm[..., None]).squeeze(-1)  # (M, N)
+        for weight in (1.0, 0.25):
+            distiller.config.nobody_weight = weight
+            w = torch.where(dcm == 0, weight, 1.0)
+            expected = (w * nll).sum() / w.sum()
+            assert distiller.leader_loss(rows).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert distiller.leader_loss(rows).item() != pytest.approx(nll.mean().item(), rel=1e-3)
+
+
 @pytest.fixture(scope="module")
 def distilled(tmp_path_factory):
     """Max-Weight/Dictator distilled on I in {2, 3, 4}: (distiller, final directory)."""
@@ -519,6 +537,9 @@ def test_config_errors_name_field_value_and_allowed():
     with pytest.raises(ConfigError, match=r"DistillConfig.dagger_beta = 1.5 is invalid; "
                                           r"allowed: a number in \[0.0, 1.0\]"):
         DistillConfig(teacher="max_weight/dictator", dagger_beta=1.5)
+    with pytest.raises(ConfigError, match=r"DistillConfig.nobody_weight = 0 is invalid; "
+                                          r"allowed: a finite number > 0"):
+        DistillConfig(teacher="max_weight/dictator", nobody_weight=0)
     with pytest.raises(ConfigError, match=r"DistillConfig.teacher = None is invalid"):
         DistillConfig()
     with pytest.raises(ConfigError, match=r"DistillConfig.student_decoding = 'mode' is invalid; "

@@ -54,7 +54,8 @@ class DistillConfig:
     Parameters that control the data (rollouts) and the DAgger schedule:
         n_envs, bc_episodes, dagger_rounds, dagger_episodes, dagger_beta
     Parameters that control the optimisation:
-        epochs_per_round, minibatch_size, learning_rate, weight_decay, max_grad_norm
+        epochs_per_round, minibatch_size, learning_rate, weight_decay, max_grad_norm,
+        nobody_weight
     Parameters that control the undistilled baseline (Fig. 14):
         baseline, baseline_seconds
     Parameters that control the run:
@@ -120,6 +121,12 @@ class DistillConfig:
                                  default=3e-3)
     weight_decay: float = _help("AdamW weight decay.", default=0.0)
     max_grad_norm: float = _help("Gradient clipping per network.", default=1.0)
+    nobody_weight: float = _help(
+        "Weight of the RBGs the teacher left to nobody in the leader's behaviour-cloning loss "
+        "(the class weight of owner 0; every UE's is 1). Below 1 it counters labels that are "
+        "mostly 'nobody' (a G-MAC teacher at I = 2..5), where the student otherwise leaves "
+        "more RBGs idle than its teacher (recipes/REPRODUCE.md, Fig. 14); 1 = the plain "
+        "likelihood.", default=1.0)
 
     # ------------------------------------------------------------------ undistilled baseline
     baseline: Literal["none", "ppo"] = _help(
@@ -170,7 +177,7 @@ class DistillConfig:
             check_int_at_least(OWNER, name, getattr(self, name), 0)
         check_real_in(OWNER, "dagger_beta", self.dagger_beta, 0.0, 1.0)
         check_real_in(OWNER, "weight_decay", self.weight_decay, 0.0, 1.0)
-        for name in ("learning_rate", "max_grad_norm"):
+        for name in ("learning_rate", "max_grad_norm", "nobody_weight"):
             check_positive(OWNER, name, getattr(self, name))
         if self.baseline not in BASELINES:
             _fail("baseline", self.baseline, f"one of {list(BASELINES)}")

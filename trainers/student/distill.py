@@ -169,14 +169,17 @@ class Distiller:
         return sums
 
     def leader_loss(self, idx: torch.Tensor) -> torch.Tensor:
-        """Mean over RBGs of -log P(teacher's owner of RBG n | the grants of RBGs < n)."""
+        """Mean over RBGs of -log P(teacher's owner of RBG n | the grants of RBGs < n), each
+        RBG weighted by its owner's class weight (``nobody_weight`` for owner 0, else 1)."""
         d = self.data
         mask = d["mask"][idx]
         width = max(int(mask.sum(1).max()), 1)  # drop all-padding columns
         dcm = d["dcm"][idx]  # (M, N)
         logits = self.student.leader.teacher_forced(
             d["global_x"][idx], d["ue_x"][idx, :width], mask[:, :width], dcm)  # (M, N, 1 + W)
-        return F.cross_entropy(logits.flatten(0, 1), dcm.flatten())
+        weight = torch.ones(logits.shape[-1])  # (1 + W,)
+        weight[0] = self.config.nobody_weight
+        return F.cross_entropy(logits.flatten(0, 1), dcm.flatten(), weight=weight)
 
     def follower_loss(self, idx: torch.Tensor) -> torch.Tensor:
         d = self.data
