@@ -177,7 +177,7 @@ class Distiller:
         dcm = d["dcm"][idx]  # (M, N)
         logits = self.student.leader.teacher_forced(
             d["global_x"][idx], d["ue_x"][idx, :width], mask[:, :width], dcm)  # (M, N, 1 + W)
-        weight = torch.ones(logits.shape[-1])  # (1 + W,)
+        weight = logits.new_ones(logits.shape[-1])  # (1 + W,)
         weight[0] = self.config.nobody_weight
         return F.cross_entropy(logits.flatten(0, 1), dcm.flatten(), weight=weight)
 
