@@ -180,7 +180,7 @@ def _dot(a, b):
 
 
 @numba.njit(cache=True, fastmath=FAST)
-def _accumulate_f32(x, n_rows, n_in, w, out, n_out):
+def _accumulate_rows(x, n_rows, n_in, w, out, n_out):
     """out[:n_rows, :n_out] += x[:n_rows, :n_in] @ w[:n_in, :n_out], skipping zero inputs
     (ReLU outputs): one layer for every active UE, each row of w read once for all of them."""
     for j in range(n_in):
@@ -286,15 +286,15 @@ def _encode(w, s, n_active):
             _accumulate(stack[slots[r], k], w1, 1 + k * frame_b, a)
         _relu(a)
         h[r] = b2
-    _accumulate_f32(first, n_active, hidden, w2, h, hidden)
+    _accumulate_rows(first, n_active, hidden, w2, h, hidden)
     for r in range(n_active):
         _relu(h[r])
         for o in range(hidden):
             h[r, o] += glob[o]
         q[r] = 0
         v[r] = w.vo_b
-    _accumulate_f32(h, n_active, hidden, w.qk_w, q, hidden)
-    _accumulate_f32(h, n_active, hidden, w.vo_w, v, hidden)
+    _accumulate_rows(h, n_active, hidden, w.qk_w, q, hidden)
+    _accumulate_rows(h, n_active, hidden, w.vo_w, v, hidden)
     context = glob
     context[:] = 0
     for r in range(n_active):
@@ -423,7 +423,7 @@ def follower_network(w, s, active):
         d_in, d = dims[layer], dims[layer + 1]
         for r in range(n):
             y[r, :d] = body_b[layer, :d]
-        _accumulate_f32(x, n, d_in, body_w[layer], y, d)
+        _accumulate_rows(x, n, d_in, body_w[layer], y, d)
         for r in range(n):
             _relu(y[r, :d])
         x, y = y, x
